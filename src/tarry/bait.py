@@ -1,0 +1,128 @@
+"""The seam between the engine and the protocol baits.
+
+A bait is sans-I/O: it never touches a socket or a clock. The engine calls it
+with bytes and elapsed time and gets back a `Step`: what to send now, when to be
+called again, and what it learned. The engine owns every file descriptor.
+
+Per-client state must stay tiny, because a tarpit holds tens of thousands of
+clients that do nothing. So a bait keeps no object per client by default: the
+engine stores one unsigned 32-bit ``state`` word per client, plus an optional
+``obj`` only while the bait really needs one (a partial request line, a TLS
+session). One bait instance serves every client of a listener, so it must keep
+no per-client data on ``self``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+STATE_MAX = 0xFFFFFFFF
+NOTE_MAX = 256  # longest note value kept, after sanitising
+
+Notes = tuple[tuple[str, str], ...]
+
+
+class Step(NamedTuple):
+    """What a bait wants done for one client after one call."""
+
+    state: int = 0
+    """The client's new state word (0 .. 2**32-1)."""
+    out: bytes = b""
+    """Bytes to send now. Keep it to one unit (a line, a byte, a record): the
+    engine buffers at most this much per client when the peer does not read."""
+    delay: float | None = None
+    """Seconds until the next ``tick``. None sets no new timer; a pending one
+    stays pending (after a tick none is pending, so the bait waits for input)."""
+    obj: Any = None
+    """A per-client object to keep until the next call (None keeps none)."""
+    close: bool = False
+    """Close the connection once ``out`` is sent."""
+    notes: Notes | None = None
+    """(key, value) pairs learned about the client; a key replaces its old value.
+    The engine sanitises and bounds them."""
+    starttls: bool = False
+    """Start a server-side TLS handshake right after ``out`` is sent in clear.
+    Only meaningful under the TLS layer, which consumes it."""
+
+
+class Bait(Protocol):
+    """One per listener; serves all of that listener's clients."""
+
+    protocol: str
+
+    def open(self) -> Step:
+        """A client was accepted."""
+        ...
+
+    def feed(self, state: int, obj: Any, data: bytes, age: float) -> Step:
+        """The client sent ``data`` (a bounded chunk); ``age`` is seconds since accept."""
+        ...
+
+    def tick(self, state: int, obj: Any, age: float) -> Step:
+        """The delay the bait asked for has passed."""
+        ...
+
+
+@dataclass(frozen=True)
+class Option:
+    """A protocol-specific key of a ``[[tarpit]]`` table.
+
+    ``check`` returns an error text (what is wrong with the value) or None.
+    """
+
+    default: Any
+    kind: type | tuple[type, ...]
+    help: str
+    check: Callable[[Any], str | None] | None = None
+
+
+@dataclass
+class TarpitSpec:
+    """A validated ``[[tarpit]]`` table, as handed to a bait factory."""
+
+    protocol: str
+    listen: list[str]
+    delay: float
+    max_clients: int
+    jitter: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+    def opt(self, key: str) -> Any:
+        return self.options[key]
+
+
+class BaitModule(Protocol):
+    """What a module in ``tarry.baits`` provides; one file per protocol."""
+
+    PROTOCOL: str
+    DEFAULTS: Mapping[str, Any]  # overrides of the common keys (delay, ...)
+    OPTIONS: Mapping[str, Option]
+
+    def make(self, spec: TarpitSpec) -> Bait: ...
+
+
+def jittered(delay: float, jitter: float, rand: Callable[[], float] = random.random) -> float:
+    """``delay`` spread by +/- ``jitter`` (a fraction), so clients drift out of lockstep."""
+    if jitter <= 0.0:
+        return delay
+    return delay * (1.0 + jitter * (2.0 * rand() - 1.0))
+
+
+_PRINTABLE = bytes(range(0x20, 0x7F))
+_ESC = {i: f"\\x{i:02x}" for i in range(256) if i < 0x20 or i >= 0x7F}
+_ESC[ord("\\")] = "\\\\"
+
+
+def sanitise(value: bytes | str, limit: int = NOTE_MAX) -> str:
+    """Printable ASCII only, bounded: peer data goes into logs and databases."""
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape")
+    raw = value[: limit * 4]
+    out = raw.decode("latin-1")
+    if raw.translate(None, _PRINTABLE) or b"\\" in raw:
+        out = "".join(_ESC.get(b, chr(b)) for b in raw)
+    return out[:limit]
