@@ -53,8 +53,8 @@ class Bait(Protocol):
 
     protocol: str
 
-    def open(self) -> Step:
-        """A client was accepted."""
+    def open(self, peer: str) -> Step:
+        """A client was accepted from IP address ``peer`` (IPv4 shown as IPv4)."""
         ...
 
     def feed(self, state: int, obj: Any, data: bytes, age: float) -> Step:

@@ -82,7 +82,7 @@ class BannerBait:
         self.first_delay = self.delay if first < 0 else first
         self.lines = LineSource(int(spec.opt("line_length")))
 
-    def open(self) -> Step:
+    def open(self, peer: str) -> Step:
         if self.first_delay == 0:
             return Step(0, self.lines.line(), jittered(self.delay, self.jitter))
         return Step(0, b"", jittered(self.first_delay, self.jitter))

@@ -1,0 +1,164 @@
+"""One event type, from the engine to every sink.
+
+Events are plain data (picklable, no references into the engine), made only on
+connect, close and totals, never per line sent. Sinks must not block the event
+loop: one that does I/O buffers within a bound and reports what it drops.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol, TextIO
+
+Notes = tuple[tuple[str, str], ...]
+
+ACCEPT = "accept"
+CLOSE = "close"
+TOTALS = "totals"
+
+
+@dataclass(slots=True)
+class Event:
+    kind: str
+    """``accept``, ``close`` or ``totals``."""
+    time: float
+    """Wall-clock seconds since the epoch."""
+    proto: str = ""
+    listener: str = ""
+    """The listener's address as configured, e.g. ``[::]:2222``."""
+    host: str = ""
+    """The peer address as the socket reports it (``::ffff:1.2.3.4`` on a
+    dual-stack listener): the endlessh log shape."""
+    port: int = 0
+    fd: int = -1
+    clients: int = 0
+    """accept: clients held by the listener now, this one included."""
+    max_clients: int = 0
+    duration: float = 0.0
+    """close: seconds held; totals: seconds held, summed."""
+    sent: int = 0
+    received: int = 0
+    reason: str = ""
+    """close: ``closed``, ``reset``, ``write-timeout``, ``bait``, ``shutdown``,
+    ``reload``, ``error``."""
+    notes: Notes = ()
+    """What the bait learned (SSH identification, HTTP request, SMTP envelope)."""
+    connects: int = 0
+    """totals: connections accepted."""
+
+    @property
+    def ip(self) -> str:
+        """The peer address with IPv4 shown as IPv4."""
+        h = self.host
+        return h[7:] if h.startswith("::ffff:") and "." in h else h
+
+    def note(self, key: str, default: str = "") -> str:
+        for k, v in self.notes:
+            if k == key:
+                return v
+        return default
+
+
+class Sink(Protocol):
+    def emit(self, event: Event) -> None:
+        """Take one event; never block."""
+        ...
+
+    def close(self) -> None:
+        """Flush what is buffered; called once at shutdown."""
+        ...
+
+
+class Bus:
+    """Fans every event out to every sink; a failing sink never stops the others."""
+
+    def __init__(self, sinks: Iterable[Sink] = ()) -> None:
+        self.sinks: list[Sink] = list(sinks)
+        self.errors = 0
+
+    def emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            try:
+                sink.emit(event)
+            except Exception as exc:  # a sink's bug must not reach the engine
+                self.errors += 1
+                print(f"tarry: sink {type(sink).__name__} failed: {exc!r}", file=sys.stderr)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:
+                print(f"tarry: sink {type(sink).__name__} failed: {exc!r}", file=sys.stderr)
+
+
+def stamp(t: float) -> str:
+    """endlessh's timestamp: UTC, milliseconds, ``Z``."""
+    ms = int(t * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def millis(seconds: float) -> str:
+    ms = int(round(seconds * 1000))
+    return f"{ms // 1000}.{ms % 1000:03d}"
+
+
+_BARE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/@+-[]")
+
+
+def logfmt(value: str) -> str:
+    """A value bare when it is a plain token, else double-quoted with escapes."""
+    if value and all(c in _BARE for c in value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def endlessh_line(event: Event, extra: bool) -> str:
+    """The endlessh log line for ``event``; with ``extra``, tarry's fields follow."""
+    if event.kind == ACCEPT:
+        body = (
+            f"ACCEPT host={event.host} port={event.port} fd={event.fd} "
+            f"n={event.clients}/{event.max_clients}"
+        )
+    elif event.kind == CLOSE:
+        body = (
+            f"CLOSE host={event.host} port={event.port} fd={event.fd} "
+            f"time={millis(event.duration)} bytes={event.sent}"
+        )
+    else:
+        return (
+            f"{stamp(event.time)} TOTALS connects={event.connects} "
+            f"seconds={millis(event.duration)} bytes={event.sent}"
+        )
+    line = f"{stamp(event.time)} {body}"
+    if extra:
+        fields = [("proto", event.proto), ("listener", event.listener)]
+        if event.kind == CLOSE:
+            fields += [("received", str(event.received)), ("reason", event.reason)]
+            fields += list(event.notes)
+        line += "".join(f" {k}={logfmt(v)}" for k, v in fields)
+    return line
+
+
+class TextSink:
+    """endlessh-compatible lines on a stream (stdout by default)."""
+
+    def __init__(self, stream: TextIO | None = None, extra: bool = True) -> None:
+        self.stream = stream or sys.stdout
+        self.extra = extra
+
+    def emit(self, event: Event) -> None:
+        try:
+            self.stream.write(endlessh_line(event, self.extra) + "\n")
+            self.stream.flush()
+        except (BlockingIOError, BrokenPipeError):
+            pass
+
+    def close(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError:
+            pass
