@@ -206,7 +206,7 @@ def parse(text: str, path: str = "<embedded defaults>") -> Config:
     seen: dict[str, int] = {}
     for i, spec in enumerate(specs, 1):
         for addr in spec.listen:
-            host, port = parse_address(addr)
+            _, port = parse_address(addr)
             if port and addr in seen:
                 raise ConfigError(
                     f"{path}: [[tarpit]] #{i} listen: {addr} is also used by [[tarpit]] #{seen[addr]}"

@@ -616,12 +616,11 @@ class Engine:
             self._arm(keys[0])
 
     def _tick(self, fd: int, now: float) -> None:
-        if fd in self.pending:
-            if not self._flush(fd, now):
-                if self.lst[fd]:
-                    _, since = self.pending[fd]
-                    self._schedule(fd, since + self.write_timeout)
-                return
+        if fd in self.pending and not self._flush(fd, now):
+            if self.lst[fd]:
+                _, since = self.pending[fd]
+                self._schedule(fd, since + self.write_timeout)
+            return
         obj = self.objs.get(fd)
         if obj is _Closing:
             self._close(fd, "bait")
@@ -853,10 +852,7 @@ def _same_tarpit(old: TarpitSpec, new: TarpitSpec) -> bool:
     identity, and no change to an option that gives the state word its meaning."""
     if old.protocol != new.protocol:
         return False
-    if old.name or new.name:
-        same = old.name == new.name
-    else:
-        same = old.listen == new.listen
+    same = old.name == new.name if old.name or new.name else old.listen == new.listen
     from .baits import registry
 
     stateful = getattr(registry().get(new.protocol), "STATEFUL_OPTIONS", ())
