@@ -53,7 +53,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "
 class Tarry:
     """A tarry process with its stdout collected line by line."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, nofile: int | None = None
+    ) -> None:
         self.lines: list[str] = []
         self.err: list[str] = []
         self._lock = threading.Lock()
@@ -63,6 +65,7 @@ class Tarry:
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},
+            preexec_fn=None if nofile is None else lambda: _limit_fds(nofile),
         )
         threading.Thread(
             target=self._pump, args=(self.proc.stdout, self.lines), daemon=True
@@ -122,6 +125,12 @@ class Tarry:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         raise AssertionError("no VmRSS")
+
+
+def _limit_fds(n: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
 
 
 def start_tarry(config_text: str, extra_args: list[str] | None = None, **kw: Any) -> Tarry:

@@ -235,6 +235,7 @@ class Engine:
         self.objs: dict[int, Any] = {}
         self.pending: dict[int, tuple[bytes, float]] = {}
         self._high: dict[int, list[int]] = {}  # fd -> [sent_hi, recv_hi] beyond 2**32
+        self._deferred: set[int] = set()  # ticks held back while a write is pending
         self.notes = Interner()
         # the timer wheel
         self.quantum = 0.01
@@ -449,7 +450,10 @@ class Engine:
             if fd >= self.cap or not self.lst[fd]:
                 continue
             if mask & select.EPOLLOUT and fd in self.pending:
-                self._flush(fd, self.loop.time())
+                now = self.loop.time()
+                if self._flush(fd, now) and fd in self._deferred:
+                    self._deferred.discard(fd)
+                    self._schedule(fd, now)  # the tick that waited for room
                 if not self.lst[fd]:
                     continue
             if mask & (select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR):
@@ -516,7 +520,7 @@ class Engine:
         if delay is not None:
             self._schedule(fd, now + delay)
 
-    def _merge_notes(self, fd: int, new: Notes) -> None:
+    def _merge_notes(self, fd: int, new: tuple[tuple[str, str | bytes], ...]) -> None:
         old_id = self.note[fd]
         old = self.notes.items[old_id] or ()
         merged = dict(old)
@@ -619,8 +623,10 @@ class Engine:
         if fd in self.pending and not self._flush(fd, now):
             if self.lst[fd]:
                 _, since = self.pending[fd]
+                self._deferred.add(fd)
                 self._schedule(fd, since + self.write_timeout)
             return
+        self._deferred.discard(fd)
         obj = self.objs.get(fd)
         if obj is _Closing:
             self._close(fd, "bait")
@@ -658,6 +664,7 @@ class Engine:
         self.note[fd] = 0
         self.objs.pop(fd, None)
         self.pending.pop(fd, None)
+        self._deferred.discard(fd)
         self._high.pop(fd, None)
         try:
             os.close(fd)  # also leaves the epoll set
