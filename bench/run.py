@@ -331,24 +331,28 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     print(f"command: {command}")
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
-    results = []
+    results, failed = [], []
     try:
         for i, name in enumerate(args.servers):
-            results.append(measure(name, i, args))
-    except BenchError as e:
-        print(f"bench: {e}", file=sys.stderr)
-        return 1
+            try:
+                results.append(measure(name, i, args))
+            except BenchError as e:  # report it, and still measure the others
+                print(f"[{name}] failed: {e}", file=sys.stderr, flush=True)
+                failed.append(name)
     finally:
         for proc in STARTED:
             stop(proc, 10)
     print()
+    if not results:
+        return 1
     print(f"{args.n} clients, a line every {args.delay:g} s, CPU over a {args.window:g} s window"
           " (scaled to 60 s); bytes per client = (RSS or PSS held - idle) / clients held")
     print(table(results, args))
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {"command": command, "machine": info, "results": results}, indent=2) + "\n")
-    return 0
+            {"command": command, "machine": info, "results": results, "failed": failed},
+            indent=2) + "\n")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
