@@ -187,18 +187,32 @@ def worker(args: argparse.Namespace, n: int, first_index: int) -> int:
                     started = n
                     connect_done = True
                 if connect_done:
-                    emit({
-                        "event": "connected", "t": time.monotonic(), "n": n,
-                        "connected": connected, "failed": failed,
-                        "open": connected - closed, "complete": connected == n,
-                        "errors": errors,
-                    })
+                    emit(
+                        {
+                            "event": "connected",
+                            "t": time.monotonic(),
+                            "n": n,
+                            "connected": connected,
+                            "failed": failed,
+                            "open": connected - closed,
+                            "complete": connected == n,
+                            "errors": errors,
+                        }
+                    )
                     hold_until = time.monotonic() + args.hold
                     timeout = 0.0
             if flags.status != status_seen:
                 status_seen = flags.status
-                emit({"event": "status", "t": time.monotonic(), "open": connected - closed,
-                      "closed_by_server": closed, "lines": lines, "bytes": nbytes})
+                emit(
+                    {
+                        "event": "status",
+                        "t": time.monotonic(),
+                        "open": connected - closed,
+                        "closed_by_server": closed,
+                        "lines": lines,
+                        "bytes": nbytes,
+                    }
+                )
             for fd, ev in ep.poll(timeout, 1024):
                 if fd == wake.fileno():
                     try:
@@ -233,9 +247,20 @@ def worker(args: argparse.Namespace, n: int, first_index: int) -> int:
                 else:
                     closed += 1
                     drop(fd)
-        emit({"event": "final", "t": time.monotonic(), "n": n, "connected": connected,
-              "failed": failed, "open": connected - closed, "closed_by_server": closed,
-              "lines": lines, "bytes": nbytes, "errors": errors})
+        emit(
+            {
+                "event": "final",
+                "t": time.monotonic(),
+                "n": n,
+                "connected": connected,
+                "failed": failed,
+                "open": connected - closed,
+                "closed_by_server": closed,
+                "lines": lines,
+                "bytes": nbytes,
+                "errors": errors,
+            }
+        )
         return 0
     finally:
         for s in socks.values():
@@ -252,10 +277,24 @@ def supervise(args: argparse.Namespace, procs: int) -> int:
     sel = selectors.DefaultSelector()
     sel.register(wake, selectors.EVENT_READ, None)
     passthrough = [
-        "--host", args.host, "--port", str(args.port), "--rate", str(args.rate / procs),
-        "--max-pending", str(max(1, args.max_pending // procs)), "--per-src", str(args.per_src),
-        "--src-first", args.src_first, "--rcvbuf", str(args.rcvbuf),
-        "--connect-timeout", str(args.connect_timeout), "--hold", str(args.hold),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--rate",
+        str(args.rate / procs),
+        "--max-pending",
+        str(max(1, args.max_pending // procs)),
+        "--per-src",
+        str(args.per_src),
+        "--src-first",
+        args.src_first,
+        "--rcvbuf",
+        str(args.rcvbuf),
+        "--connect-timeout",
+        str(args.connect_timeout),
+        "--hold",
+        str(args.hold),
     ] + (["--no-ident"] if args.no_ident else [])
     reports: dict[str, dict[int, dict]] = {"start": {}, "connected": {}, "status": {}, "final": {}}
     status_seen = 0
@@ -263,8 +302,16 @@ def supervise(args: argparse.Namespace, procs: int) -> int:
     try:
         first = 0
         for i, size in enumerate(sizes):
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--first-index",
-                   str(first), "-n", str(size), *passthrough]
+            cmd = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--worker",
+                "--first-index",
+                str(first),
+                "-n",
+                str(size),
+                *passthrough,
+            ]
             first += size
             child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
             children.append(child)
@@ -349,8 +396,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rcvbuf", type=int, default=1024, help="SO_RCVBUF per connection")
     p.add_argument("--no-ident", action="store_true", help="send no SSH identification line")
     p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds for all connects")
-    p.add_argument("--hold", type=float, default=600.0,
-                   help="seconds to hold once connected, then report and exit")
+    p.add_argument(
+        "--hold",
+        type=float,
+        default=600.0,
+        help="seconds to hold once connected, then report and exit",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--first-index", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -368,8 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     limit = raise_nofile() - FD_MARGIN
     procs = args.procs or -(-args.n // limit)
     if -(-args.n // procs) > limit:
-        print(f"loadgen: {args.n} connections in {procs} processes exceed RLIMIT_NOFILE; "
-              f"use --procs {-(-args.n // limit)}", file=sys.stderr)
+        print(
+            f"loadgen: {args.n} connections in {procs} processes exceed RLIMIT_NOFILE; "
+            f"use --procs {-(-args.n // limit)}",
+            file=sys.stderr,
+        )
         return 2
     if procs == 1:
         return worker(args, args.n, args.first_index)

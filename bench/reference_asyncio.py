@@ -2,6 +2,7 @@
 
 Usage: python bench/reference_asyncio.py [PORT [DELAY]]   (loopback only; PORT 0 picks one)
 """
+
 import asyncio
 import random
 import resource

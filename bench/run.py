@@ -40,6 +40,7 @@ class BenchError(Exception):
 
 # --- /proc readers ---------------------------------------------------------------------------
 
+
 def memory(pid: int) -> tuple[int, int]:
     """(RSS, PSS) in bytes, from smaps_rollup."""
     rss = pss = 0
@@ -64,6 +65,7 @@ def fd_count(pid: int) -> int:
 
 # --- processes -------------------------------------------------------------------------------
 
+
 def start(cmd: list[str], **kw) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, **kw)
     STARTED.append(proc)
@@ -81,8 +83,9 @@ def stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
             proc.wait()
 
 
-def wait_until(cond: Callable[[], object], timeout: float, what: str,
-               interval: float = 0.05) -> object:
+def wait_until(
+    cond: Callable[[], object], timeout: float, what: str, interval: float = 0.05
+) -> object:
     deadline = time.monotonic() + timeout
     while True:
         got = cond()
@@ -97,8 +100,20 @@ class LoadGen:
     """bench/loadgen.py as a child; its JSON lines arrive on a queue from a reader thread."""
 
     def __init__(self, port: int, n: int, procs: int, src_first: str, hold: float) -> None:
-        cmd = [sys.executable, str(BENCH / "loadgen.py"), "--port", str(port), "-n", str(n),
-               "--procs", str(procs), "--src-first", src_first, "--hold", str(hold)]
+        cmd = [
+            sys.executable,
+            str(BENCH / "loadgen.py"),
+            "--port",
+            str(port),
+            "-n",
+            str(n),
+            "--procs",
+            str(procs),
+            "--src-first",
+            src_first,
+            "--hold",
+            str(hold),
+        ]
         self.proc = start(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.lines: queue.Queue[dict] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -133,6 +148,7 @@ class LoadGen:
 
 
 # --- servers ---------------------------------------------------------------------------------
+
 
 def start_tarry(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, Path, str]:
     cfg = tmp / "tarry.toml"
@@ -187,8 +203,11 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             fds0 = fd_count(pid)
             rss0, pss0 = memory(pid)
             res.update(pid=pid, port=port, rss_idle=rss0, pss_idle=pss0)
-            print(f"[{name}] pid {pid} listening on 127.0.0.1:{port}, idle RSS {rss0 / 2**20:.1f}"
-                  f" MiB; connecting {n} clients", flush=True)
+            print(
+                f"[{name}] pid {pid} listening on 127.0.0.1:{port}, idle RSS {rss0 / 2**20:.1f}"
+                f" MiB; connecting {n} clients",
+                flush=True,
+            )
 
             hold = args.settle + args.window + 300  # loadgen's own bound; we stop it sooner
             loadgen = LoadGen(port, n, args.procs, f"127.{10 + index}.0.1", hold)
@@ -209,8 +228,11 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             res["loadgen_connect_seconds"] = connected["t"] - t_first
             res["held_after_accept"] = fd_count(pid) - fds0
             accept_s = "not all" if t_all is None else f"{t_all - t_first:.2f} s"
-            print(f"[{name}] accepted {res['held_after_accept']}/{n} ({accept_s});"
-                  f" settling {args.settle:g} s", flush=True)
+            print(
+                f"[{name}] accepted {res['held_after_accept']}/{n} ({accept_s});"
+                f" settling {args.settle:g} s",
+                flush=True,
+            )
             time.sleep(0.5)
             res["rss_after_accept"], res["pss_after_accept"] = memory(pid)
 
@@ -229,10 +251,14 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
 
             window = w1 - w0
             res.update(
-                window_seconds=window, cpu_seconds=cpu1 - cpu0,
+                window_seconds=window,
+                cpu_seconds=cpu1 - cpu0,
                 cpu_per_60s=(cpu1 - cpu0) * 60 / window,
-                lines_nominal=n * window / args.delay, lines_received=lines1 - lines0,
-                rss_end=rss1, pss_end=pss1, held_end=held,
+                lines_nominal=n * window / args.delay,
+                lines_received=lines1 - lines0,
+                rss_end=rss1,
+                pss_end=pss1,
+                held_end=held,
             )
             res["rss_per_client"] = (rss1 - rss0) / held if held > 0 else None
             res["pss_per_client"] = (pss1 - pss0) / held if held > 0 else None
@@ -251,22 +277,36 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
 
 # --- report ----------------------------------------------------------------------------------
 
+
 def fmt(v: object, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
 
 def table(results: list[dict], args: argparse.Namespace) -> str:
-    head = ("server", "held end", "accept N", "RSS B/client", "PSS B/client",
-            "CPU s/60s", "µs/line", "idle RSS MiB")
+    head = (
+        "server",
+        "held end",
+        "accept N",
+        "RSS B/client",
+        "PSS B/client",
+        "CPU s/60s",
+        "µs/line",
+        "idle RSS MiB",
+    )
     rows = [head]
     for r in results:
-        rows.append((
-            r["server"], f"{r['held_end']}/{r['n']}",
-            "n/a" if r["accept_seconds"] is None else f"{r['accept_seconds']:.2f} s",
-            fmt(r["rss_per_client"], ",.0f"), fmt(r["pss_per_client"], ",.0f"),
-            f"{r['cpu_per_60s']:.2f}", f"{r['us_per_line']:.1f}",
-            f"{r['rss_idle'] / 2**20:.1f}",
-        ))
+        rows.append(
+            (
+                r["server"],
+                f"{r['held_end']}/{r['n']}",
+                "n/a" if r["accept_seconds"] is None else f"{r['accept_seconds']:.2f} s",
+                fmt(r["rss_per_client"], ",.0f"),
+                fmt(r["pss_per_client"], ",.0f"),
+                f"{r['cpu_per_60s']:.2f}",
+                f"{r['us_per_line']:.1f}",
+                f"{r['rss_idle'] / 2**20:.1f}",
+            )
+        )
     by = {r["server"]: r for r in results}
     if "tarry" in by and "reference" in by:
         t, ref = by["tarry"], by["reference"]
@@ -275,8 +315,18 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
             a, b = t.get(key), ref.get(key)
             return "n/a" if a is None or not b else f"{a / b:.2f}x"
 
-        rows.append(("tarry/reference", "", ratio("accept_seconds"), ratio("rss_per_client"),
-                     ratio("pss_per_client"), ratio("cpu_per_60s"), ratio("us_per_line"), ""))
+        rows.append(
+            (
+                "tarry/reference",
+                "",
+                ratio("accept_seconds"),
+                ratio("rss_per_client"),
+                ratio("pss_per_client"),
+                ratio("cpu_per_60s"),
+                ratio("us_per_line"),
+                "",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     out = []
     for k, row in enumerate(rows):
@@ -288,14 +338,20 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
 
 def machine() -> dict:
     try:
-        commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except OSError:
         commit = ""
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "kernel": platform.release(), "python": platform.python_version(),
-        "cpus": os.cpu_count(), "rlimit_nofile_hard": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "rlimit_nofile_hard": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
         "commit": commit,
     }
 
@@ -305,12 +361,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-n", type=int, default=10000, help="clients to hold (default 10000)")
     p.add_argument("--window", type=float, default=60.0, help="CPU hold window, seconds")
     p.add_argument("--delay", type=float, default=10.0, help="seconds between lines")
-    p.add_argument("--settle", type=float, default=None,
-                   help="seconds between accepting N and the window (default: delay + 1)")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        help="seconds between accepting N and the window (default: delay + 1)",
+    )
     p.add_argument("--servers", default="tarry,reference", help="comma-separated, in order")
     p.add_argument("--procs", type=int, default=0, help="loadgen processes (0: as needed)")
-    p.add_argument("--connect-timeout", type=float, default=60.0,
-                   help="seconds to wait for the server to hold N")
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the server to hold N",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = p.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -345,13 +409,19 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if not results:
         return 1
-    print(f"{args.n} clients, a line every {args.delay:g} s, CPU over a {args.window:g} s window"
-          " (scaled to 60 s); bytes per client = (RSS or PSS held - idle) / clients held")
+    print(
+        f"{args.n} clients, a line every {args.delay:g} s, CPU over a {args.window:g} s window"
+        " (scaled to 60 s); bytes per client = (RSS or PSS held - idle) / clients held"
+    )
     print(table(results, args))
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"command": command, "machine": info, "results": results, "failed": failed},
-            indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {"command": command, "machine": info, "results": results, "failed": failed},
+                indent=2,
+            )
+            + "\n"
+        )
     return 1 if failed else 0
 
 
