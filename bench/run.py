@@ -214,11 +214,15 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             t_first = loadgen.expect("start", 60)["t"]
             # The fd count covers both servers alike: one socket per held client, nothing else.
             t_all: float | None = None
+            half: tuple[int, int, int] | None = None  # (held, RSS, PSS) once N/2 are held
             deadline = time.monotonic() + args.connect_timeout
             while time.monotonic() < deadline:
-                if fd_count(pid) - fds0 >= n:
+                held = fd_count(pid) - fds0
+                if held >= n:
                     t_all = time.monotonic()
                     break
+                if half is None and held >= n // 2:
+                    half = (held, *memory(pid))
                 if proc.poll() is not None:
                     raise BenchError(f"{name} exited with {proc.returncode} while accepting")
                 time.sleep(0.01)
@@ -262,6 +266,13 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             )
             res["rss_per_client"] = (rss1 - rss0) / held if held > 0 else None
             res["pss_per_client"] = (pss1 - pss0) / held if held > 0 else None
+            # The cost of the second half of the clients: start-up leaves freed heap resident,
+            # which the first clients' memory can reuse unseen by the idle-to-held delta.
+            res["held_half"] = half[0] if half else None
+            res["rss_half"], res["pss_half"] = (half[1], half[2]) if half else (None, None)
+            marginal = half is not None and held > half[0]
+            res["rss_marginal"] = (rss1 - half[1]) / (held - half[0]) if marginal else None
+            res["pss_marginal"] = (pss1 - half[2]) / (held - half[0]) if marginal else None
             res["us_per_line"] = (cpu1 - cpu0) / res["lines_nominal"] * 1e6
             loadgen.proc.send_signal(signal.SIGTERM)
             final = loadgen.expect("final", 60)
@@ -289,6 +300,7 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
         "accept N",
         "RSS B/client",
         "PSS B/client",
+        "RSS B/client N/2..N",
         "CPU s/60s",
         "µs/line",
         "idle RSS MiB",
@@ -302,6 +314,7 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
                 "n/a" if r["accept_seconds"] is None else f"{r['accept_seconds']:.2f} s",
                 fmt(r["rss_per_client"], ",.0f"),
                 fmt(r["pss_per_client"], ",.0f"),
+                fmt(r["rss_marginal"], ",.0f"),
                 f"{r['cpu_per_60s']:.2f}",
                 f"{r['us_per_line']:.1f}",
                 f"{r['rss_idle'] / 2**20:.1f}",
@@ -322,6 +335,7 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
                 ratio("accept_seconds"),
                 ratio("rss_per_client"),
                 ratio("pss_per_client"),
+                ratio("rss_marginal"),
                 ratio("cpu_per_60s"),
                 ratio("us_per_line"),
                 "",
