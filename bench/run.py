@@ -150,6 +150,20 @@ class LoadGen:
 # --- servers ---------------------------------------------------------------------------------
 
 
+def python(args: argparse.Namespace) -> list[str]:
+    """The interpreter, through bench/trim.py unless --no-trim."""
+    return [sys.executable] + ([] if args.no_trim else [str(BENCH / "trim.py")])
+
+
+def trim(proc: subprocess.Popen, log: Path) -> None:
+    """Have the server hand its free heap pages back (see trim.py) and wait until it has."""
+    mark = "BENCH-TRIMMED"
+    before = log.read_text().count(mark)
+    proc.send_signal(signal.SIGUSR2)
+    wait_until(lambda: log.read_text().count(mark) > before, 10, "the server's heap trim")
+    time.sleep(0.2)
+
+
 def start_tarry(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, Path, str]:
     cfg = tmp / "tarry.toml"
     cfg.write_text(
@@ -161,7 +175,7 @@ def start_tarry(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, 
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "-m", "tarry", "serve", "-c", str(cfg)]
+    cmd = [*python(args), "-m", "tarry", "serve", "-c", str(cfg)]
     log = tmp / "tarry.log"
     with open(log, "w") as out:
         proc = start(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
@@ -169,7 +183,7 @@ def start_tarry(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, 
 
 
 def start_reference(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, Path, str]:
-    cmd = [sys.executable, str(BENCH / "reference_asyncio.py"), "0", str(args.delay)]
+    cmd = [*python(args), str(BENCH / "reference_asyncio.py"), "0", str(args.delay)]
     log = tmp / "reference.log"
     with open(log, "w") as out:
         proc = start(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp)
@@ -200,6 +214,9 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             port = listening_port(proc, log, pattern)
             pid = proc.pid
             time.sleep(1.0)  # let start-up settle before the baseline
+            res["rss_idle_untrimmed"], res["pss_idle_untrimmed"] = memory(pid)
+            if not args.no_trim:
+                trim(proc, log)
             fds0 = fd_count(pid)
             rss0, pss0 = memory(pid)
             res.update(pid=pid, port=port, rss_idle=rss0, pss_idle=pss0)
@@ -388,6 +405,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=60.0,
         help="seconds to wait for the server to hold N",
+    )
+    p.add_argument(
+        "--no-trim",
+        action="store_true",
+        help="take the idle baseline without trimming the server's heap first (see trim.py)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = p.parse_args(argv)
