@@ -48,6 +48,9 @@ class Event:
     """What the bait learned (SSH identification, HTTP request, SMTP envelope)."""
     connects: int = 0
     """totals: connections accepted."""
+    country: str = ""
+    """ISO 3166 alpha-2 code of the peer, filled in by the country tagger
+    (the first sink) when a lookup is configured; empty when unknown."""
 
     @property
     def ip(self) -> str:
