@@ -33,9 +33,7 @@ def iptocc_lookup() -> Lookup:
     try:
         import iptocc
     except ImportError as exc:
-        raise GeoError(
-            "country lookup needs the 'geo' extra (pip install 'tarry[geo]')"
-        ) from exc
+        raise GeoError("country lookup needs the 'geo' extra (pip install 'tarry[geo]')") from exc
 
     def lookup(ip: str) -> str:
         try:
@@ -51,9 +49,7 @@ def mmdb_lookup(path: str) -> Lookup:
     try:
         import maxminddb
     except ImportError as exc:
-        raise GeoError(
-            "geo.mmdb needs the 'geo' extra (pip install 'tarry[geo]')"
-        ) from exc
+        raise GeoError("geo.mmdb needs the 'geo' extra (pip install 'tarry[geo]')") from exc
     try:
         reader = maxminddb.open_database(path)
     except FileNotFoundError as exc:
