@@ -399,7 +399,9 @@ async function charts() {
       const r = await fetch("chart/" + name + ".svg", {credentials: "same-origin", headers});
       if (r.status === 200) {
         etags[name] = r.headers.get("ETag");
-        el.innerHTML = await r.text();
+        // parsed as XML: the world map nests prefixed SVG elements that HTML parsing drops
+        const doc = new DOMParser().parseFromString(await r.text(), "image/svg+xml");
+        el.replaceChildren(document.importNode(doc.documentElement, true));
         el.dataset.version = etags[name];
       }
     } catch (e) { /* next round */ }

@@ -62,6 +62,7 @@ def render(name: str, data: dict[str, Any]) -> str:
                 x_label_rotation=0,
                 show_minor_x_labels=False,
                 x_labels_major_every=max(1, len(minutes) // 6),
+                truncate_label=-1,
                 spacing=1,
             )
         )

@@ -207,3 +207,15 @@ class HistoryStore(ThreadedSink):
         finally:
             conn.close()
         return int(n), float(secs)
+
+    def per_minute(self, since: float) -> list[tuple[int, str, int]]:
+        """Sessions started per (epoch minute, proto) since ``since``, to seed the dashboard."""
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            return conn.execute(
+                "SELECT CAST(start / 60 AS INTEGER) AS m, proto, count(*) FROM sessions"
+                " WHERE start >= ? GROUP BY m, proto",
+                (since,),
+            ).fetchall()
+        finally:
+            conn.close()

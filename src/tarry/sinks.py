@@ -185,17 +185,23 @@ def json_line(event: Event) -> str:
     return json.dumps(event_dict(event), ensure_ascii=False, separators=(",", ":"))
 
 
-class JsonSink(ThreadedSink):
-    """One JSON object per line, for Vector, Fluent Bit, Loki or ELK.
+def _text_line(event: Event) -> str:
+    return endlessh_line(event, True)
+
+
+class LineSink(ThreadedSink):
+    """One line per event on a stream or file: JSON (for Vector, Fluent Bit, Loki
+    or ELK) or the endlessh line.
 
     A path is opened in append mode (and reopened when logrotate moved it away);
-    a stream (stdout) is written as is.
+    a stream (stdout) is written as is, from the writer thread, so a stdout pipe
+    nobody reads does not stall the loop either.
     """
 
-    name = "json"
-
-    def __init__(self, target: str | TextIO, **kw: object) -> None:
+    def __init__(self, target: str | TextIO, fmt: str = "json", **kw: object) -> None:
         super().__init__(**kw)  # type: ignore[arg-type]
+        self.fmt = fmt
+        self.name = "file" if isinstance(target, str) else "stdout"
         self.path = target if isinstance(target, str) else ""
         self._stream: TextIO | None = None if isinstance(target, str) else target
         self._ino = 0
@@ -221,7 +227,8 @@ class JsonSink(ThreadedSink):
             self._reopen_if_rotated()
         stream = self._stream
         assert stream is not None
-        stream.write("".join(json_line(e) + "\n" for e in batch))
+        line = json_line if self.fmt == "json" else _text_line
+        stream.write("".join(line(e) + "\n" for e in batch))
         stream.flush()
 
     def finish(self) -> None:

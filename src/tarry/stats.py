@@ -87,10 +87,25 @@ class LiveStats:
     def close(self) -> None:
         pass
 
+    def seed(self, rows: list[tuple[int, str, int]]) -> None:
+        """Connections per (epoch minute, proto) from before the start (the history store)."""
+        by_minute: dict[int, Counter[str]] = {}
+        for minute, proto, n in rows:
+            by_minute.setdefault(minute, Counter())[proto] += n
+            self.protocols.add(proto)
+        start = int(self.started // 60)
+        merged = sorted((m, c) for m, c in by_minute.items() if m < start)
+        merged += [(m, c) for m, c in self.minutes if m >= start or m not in by_minute]
+        self.minutes = deque(sorted(merged, key=lambda mc: mc[0])[-MINUTES:], maxlen=MINUTES)
+        self.version += 1
+
     def per_minute(self, now: float | None = None) -> tuple[list[int], dict[str, list[int]]]:
         """The last MINUTES minutes (epoch minutes) and per-protocol counts, gaps filled."""
         end = int((now if now is not None else self.clock()) // 60)
-        first = max(end - MINUTES + 1, int(self.started // 60))
+        oldest = int(self.started // 60)
+        if self.minutes:
+            oldest = min(oldest, self.minutes[0][0])
+        first = max(end - MINUTES + 1, oldest)
         minutes = list(range(first, end + 1))
         index = {m: i for i, m in enumerate(minutes)}
         series = {p: [0] * len(minutes) for p in sorted(self.protocols)}
