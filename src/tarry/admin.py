@@ -294,9 +294,11 @@ async def serve(admin: Admin, listen: str = DEFAULT_LISTEN) -> AdminServer:
             "the dashboard needs the 'dashboard' extra (pip install 'tarry[dashboard]')"
         ) from exc
     host, port = split_listen(listen)
-    runner = web.AppRunner(make_app(admin), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        make_app(admin), access_log=None, handle_signals=False, shutdown_timeout=1.0
+    )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True, shutdown_timeout=1.0)
+    site = web.TCPSite(runner, host, port, reuse_address=True)
     try:
         await site.start()
     except OSError as exc:

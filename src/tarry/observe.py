@@ -76,7 +76,8 @@ def _syslog_address(v: str) -> str | None:
 NUM = (int, float)
 SECTIONS: dict[str, dict[str, Key]] = {
     "log": {
-        "format": Key("endlessh", str, _one_of("endlessh", "json", "none")),
+        "level": Key("info", str, _one_of("none", "info", "debug")),
+        "format": Key("endlessh", str, _one_of("endlessh", "json")),
         "file": Key("", str),
         "file_format": Key("json", str, _one_of("json", "endlessh")),
         "syslog": Key(False, bool),
@@ -229,9 +230,11 @@ def assemble(
     from .sinks import LineSink, SyslogSink
 
     cap = log["buffer"]
-    if log["format"] == "endlessh":
-        sinks.append(TextSink(stdout))
-    elif log["format"] == "json":
+    if log["level"] == "none":
+        pass  # nothing on stdout
+    elif log["format"] == "endlessh":
+        sinks.append(TextSink(stdout, extra=True))
+    else:
         s = LineSink(stdout or sys.stdout, "json", capacity=cap, report=report)
         s.start()
         sinks.append(s)
