@@ -331,6 +331,7 @@ table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
 th,td{text-align:left;padding:3px 8px;border-bottom:1px solid #4c566a;white-space:nowrap}
 td.notes{white-space:normal;word-break:break-all;color:#a0a8b7}
 #status{font-size:12px;color:#a0a8b7}
+#chart-world .country:not(.series){fill:#4c566a}
 </style></head><body>
 <header><h1>tarry</h1><span id="status">connecting…</span></header>
 <div class="tiles" id="tiles"></div>

@@ -83,8 +83,7 @@ def mmdb_lookup(path: str) -> Lookup:
 def cached(lookup: Lookup, size: int = 4096) -> Lookup:
     """Attackers come back again and again: remember the last ``size`` answers.
 
-    Private, loopback and link-local addresses have no country; they are
-    answered without a lookup.
+    Anything that is not an IP address has no country and is not looked up.
     """
     memo: OrderedDict[str, str] = OrderedDict()
 
@@ -94,8 +93,8 @@ def cached(lookup: Lookup, size: int = 4096) -> Lookup:
             memo.move_to_end(ip)
             return hit
         try:
-            addr = ipaddress.ip_address(_plain(ip))
-            code = "" if not addr.is_global else lookup(ip)
+            ipaddress.ip_address(_plain(ip))
+            code = lookup(ip)
         except ValueError:
             code = ""
         memo[ip] = code
