@@ -8,6 +8,7 @@ import socket
 import subprocess
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -133,6 +134,19 @@ scrape_configs:
             timeout=20,
             what="the next scrape",
         )
+        # Every query of the shipped Grafana dashboard parses and runs; the map has the countries.
+        board = json.loads((Path(__file__).resolve().parents[1] / "grafana/tarry.json").read_text())
+        for p in board["panels"]:
+            for target in p["targets"]:
+                expr = (
+                    target["expr"]
+                    .replace("$job", ".*")
+                    .replace("$__rate_interval", "1m")
+                    .replace("$__range", "5m")
+                )
+                result = promql(port, expr)  # raises on a syntax error
+                if p["type"] == "geomap":
+                    assert {r["metric"]["country"] for r in result} == {"CN", "US", "BR"}
         # Without the token, /metrics is refused.
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"{server.url}metrics", timeout=5)

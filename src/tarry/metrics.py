@@ -329,10 +329,12 @@ class Metrics:
         t_opens = counter(
             "tarry_client_connections",
             "Connections, per client address.",
-            ["ip", "proto", "country"],
+            labels=["ip", "proto", "country"],
         )
         t_secs = counter(
-            "tarry_client_time_wasted_seconds", "Seconds held, per client address.", ["ip", "proto"]
+            "tarry_client_time_wasted_seconds",
+            "Seconds held, per client address.",
+            labels=["ip", "proto"],
         )
         for ip, e in self.per_ip.ips.items():
             cc = e["country"]
