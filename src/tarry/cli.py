@@ -178,7 +178,9 @@ async def _start_admin(engine: Engine, start: Callable[..., Any] | None, explici
             fail(str(exc))
         print(f"tarry: dashboard off: {exc}", file=sys.stderr, flush=True)
         return None
-    print(f"{stamp(time.time())} ADMIN listener={admin.host}:{admin.port} url={admin.url}", flush=True)
+    print(
+        f"{stamp(time.time())} ADMIN listener={admin.host}:{admin.port} url={admin.url}", flush=True
+    )
     return admin
 
 
@@ -375,9 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         help="endlessh drop-in (same flags: tarry ssh -h)",
         add_help=False,
     )
-    sub.add_parser(
-        "report", help="summarise the history store (tarry report -h)", add_help=False
-    )
+    sub.add_parser("report", help="summarise the history store (tarry report -h)", add_help=False)
     sub.add_parser("default-config", help="print the embedded default config")
     p_check = sub.add_parser("check-config", help="check a config file and exit")
     p_check.add_argument("file", metavar="FILE")

@@ -198,9 +198,7 @@ def build(
     admin = doc.get("admin")
     explicit = bool(admin) and admin.get("listen", DEFAULT_LISTEN) != ""
     if explicit and not (_have("aiohttp") and _have("pygal")):
-        raise ObserveError(
-            "[admin] needs the 'dashboard' extra (pip install 'tarry[dashboard]')"
-        )
+        raise ObserveError("[admin] needs the 'dashboard' extra (pip install 'tarry[dashboard]')")
     obs = assemble(doc, stdout=stdout, report=report)
     return obs.sinks, starter(obs, report)
 
