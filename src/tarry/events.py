@@ -142,6 +142,8 @@ def endlessh_line(event: Event, extra: bool) -> str:
         fields = [("proto", event.proto), ("listener", event.listener)]
         if event.kind == CLOSE:
             fields += [("received", str(event.received)), ("reason", event.reason)]
+            if event.country:
+                fields.append(("country", event.country))
             fields += list(event.notes)
         line += "".join(f" {k}={logfmt(v)}" for k, v in fields)
     return line
