@@ -747,12 +747,16 @@ def parse_head(head: bytes | bytearray) -> Request:
     lines = split_lines(head[:HEAD_MAX])
     req = Request(line=lines[0][:512])
     parts = lines[0].split()
-    if 2 <= len(parts) <= 3 and _METHOD.match(parts[0]):
-        req.is_http = True
+    if (len(parts) == 3 and _METHOD.match(parts[0]) and _VERSION.match(parts[2])) or (
+        len(parts) == 2 and _METHOD.match(parts[0]) and parts[1].startswith(b"/")
+    ):
+        req.is_http = True  # HTTP/1.x, or an HTTP/0.9 "GET /path"
         req.method = parts[0]
         req.target = parts[1]
         req.version = parts[2] if len(parts) == 3 else b""
     for line in lines[1 : HEAD_LINES_MAX + 1]:
+        if not line:
+            break  # the end of the head; what follows is not ours to read
         name, sep, value = line.partition(b":")
         if not sep:
             continue
@@ -864,7 +868,7 @@ class HttpBait:
         if end >= 0:
             return self._respond(parse_head(buf[:end]))
         lines = max(buf.count(b"\n"), buf.count(b"\r"))
-        if len(buf) >= HEAD_MAX or lines > HEAD_LINES_MAX or age >= self.request_timeout:
+        if len(buf) >= HEAD_MAX or lines > HEAD_LINES_MAX + 1 or age >= self.request_timeout:
             return self._respond(parse_head(buf))
         return Step(state, obj=buf)
 
@@ -895,7 +899,7 @@ class HttpBait:
     def _respond(self, req: Request) -> Step:
         """The head is read or given up on: send the first unit of the answer."""
         client = classify(req.user_agent) if req.user_agent is not None else UNKNOWN
-        flags = (RAW if req.raw else 0) | (NOBODY if req.method.upper() == b"HEAD" else 0)
+        flags = (RAW if req.raw else 0) | (NOBODY if req.method == b"HEAD" else 0)
         if req.is_stylesheet:
             flags |= STYLE
         strategy = self.strategy
