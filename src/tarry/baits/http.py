@@ -12,6 +12,11 @@ Strategies (``strategy`` key; docs/http.md has the table and the client limits):
               lines while they stay under that client's documented limits,
               then the endless body.
 
+Notes for the CLOSE line: method, path, version (or ``request`` for a first
+line that is not HTTP), http_host (the Host header: ``host`` is the peer's
+address in endlessh's log line), user_agent, and client (the class ``auto``
+chose by).
+
 Per client, while the request head is being read, ``obj`` holds a bytearray of
 at most ``HEAD_MAX`` bytes. From the first response byte on, ``obj`` is None
 and everything lives in the 32-bit state word:
@@ -734,7 +739,7 @@ class Request:
         elif self.line:
             out.append(("request", sanitise(self.line, 128)))
         if self.host is not None:
-            out.append(("host", sanitise(self.host, 128)))
+            out.append(("http_host", sanitise(self.host, 128)))
         if self.user_agent is not None:
             out.append(("user_agent", sanitise(self.user_agent)))
         if self.line or self.user_agent is not None:
