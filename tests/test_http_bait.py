@@ -661,3 +661,17 @@ def test_http_like_bytes_split_anywhere(data, cuts, strategy):
     whole.feed(data, 0.3)
     if whole.phase != H.READ and len(pieces) * 0.3 < 10:
         assert whole.notes == c.notes
+
+
+def test_a_held_client_carries_on_under_a_new_strategy():
+    """STATEFUL_OPTIONS is empty: on reload the new bait reads the old state words."""
+    assert H.STATEFUL_OPTIONS == ()
+    c = Client(make_bait(strategy="headers"))
+    c.feed(request(CHROME_UA))
+    c.ticks(4000)  # past Chromium's 256 KiB
+    assert len(c.out) > 256 * 1024
+    c.bait = make_bait(strategy="auto")
+    step = c.tick()
+    assert step.out.startswith(b"\r\n3f\r\n<!DOCTYPE html>") and c.phase == H.BODY
+    c.bait = make_bait(strategy="continue")
+    assert c.tick().out.startswith(b"45\r\n<meta")  # the body goes on

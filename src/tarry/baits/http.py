@@ -51,6 +51,10 @@ from ..bait import Option, Step, TarpitSpec, jittered, sanitise
 
 PROTOCOL = "http"
 DEFAULTS = {"delay": 5.0}
+# Options whose change on reload would misread held clients' state words:
+# none. The phase decides what comes next, and every strategy keeps the
+# counters, so a held client carries on under a new strategy.
+STATEFUL_OPTIONS: tuple[str, ...] = ()
 
 HEAD_MAX = 8192  # bytes of request head kept
 HEAD_LINES_MAX = 100  # header lines after the request line
@@ -892,12 +896,10 @@ class HttpBait:
             return self._step(pack(CONTINUE, client, flags, count + 1), CONTINUE_UNIT)
         if phase == HEADERS:
             line = self.lines.line()
-            if self.strategy == "auto":
-                plan = self.plans[client]
-                cost = max(len(line), plan.unit)
-                if count + cost > plan.budget:
-                    return self._start_body(client, flags)
-                count += cost
+            plan = self.plans[client]
+            count += max(len(line), plan.unit)  # kept by every strategy: see STATEFUL_OPTIONS
+            if self.strategy == "auto" and count > plan.budget:
+                return self._start_body(client, flags)
             return self._step(pack(HEADERS, client, flags, count), line)
         if flags & NOBODY:
             return Step(state)  # held in silence (see _start_body)
