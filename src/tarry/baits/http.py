@@ -30,7 +30,7 @@ and everything lives in the 32-bit state word:
     bits 8-31  counter: 1xx responses sent (CONTINUE), head bytes charged
                against the client's budget (HEADERS), chunks sent (BODY)
 
-Input after the head (or after giving up on it) is dropped unread.
+Input after the head (or after giving up on it) is dropped without buffering.
 """
 
 from __future__ import annotations
@@ -113,9 +113,10 @@ CLIENTS: tuple[Client, ...] = (
     # skips any number of 1xx (20,000 measured), undocumented: none sent.
     Client("browser", 256 * 1024, 0, 0),
     # http.client (urllib, requests via urllib3): _MAXHEADERS 100 lines, the
-    # blank line included, each under _MAXLINE 65536 bytes, so the head is at
-    # most 100 * 65536 bytes. Interim responses: no limit up to CPython 3.14
-    # as released; gh-150743 (2026) caps them at 100.
+    # blank line included, each under _MAXLINE 65536 bytes. Stated as 100 *
+    # 65536 bytes, every line is charged 65536 (Plan.unit), which makes the
+    # byte budget a line budget. Interim responses: no limit up to CPython
+    # 3.14 as released; gh-150743 (2026) caps them at 100.
     Client("python", 100 * 65536, 100, 90),
     # httpx: httpcore gives h11 max_incomplete_event_size = 100 KiB, which
     # bounds the head; httpcore skips any number of 1xx; the default
