@@ -58,7 +58,7 @@ def http_config(strategy: str, delay: float, **extra: object) -> str:
 @dataclass(frozen=True)
 class ClientSpec:
     name: str
-    argv: Callable[[str], list[str]]  # the command for a URL
+    argv: Callable[[str, str], list[str]]  # the command for a URL and a scratch dir
     ua: str  # a regex for the User-Agent it sends
     cls: str  # the bait's client class for it
     limit: int  # documented cap on one response head, bytes (0: only a line cap)
@@ -66,12 +66,12 @@ class ClientSpec:
     needs: Callable[[], None]
 
 
-def _py(code: str) -> Callable[[str], list[str]]:
-    return lambda url: [sys.executable, "-c", code, url]
+def _py(code: str) -> Callable[[str, str], list[str]]:
+    return lambda url, _: [sys.executable, "-c", code, url]
 
 
-def _chromium(url: str) -> list[str]:
-    profile = tempfile.mkdtemp(prefix="tarry-chromium-")
+def _chromium(url: str, scratch: str) -> list[str]:
+    profile = os.path.join(scratch, "chromium-profile")  # a fresh one per run
     return [
         need("chromium"),
         "--headless",
@@ -91,7 +91,7 @@ CLIENTS = {
     for c in (
         ClientSpec(
             "curl",
-            lambda url: [need("curl"), "-sS", "-o", "/dev/null", url],
+            lambda url, _: [need("curl"), "-sS", "-o", "/dev/null", url],
             r"curl/[\d.]+",
             "curl",
             300 * 1024,  # MAX_HTTP_RESP_HEADER_SIZE
@@ -101,7 +101,7 @@ CLIENTS = {
         ClientSpec(
             "wget",
             # one try: by default wget retries a failed head 20 times
-            lambda url: [need("wget"), "-O", "/dev/null", "--tries=1", url],
+            lambda url, _: [need("wget"), "-O", "/dev/null", "--tries=1", url],
             r"Wget/[\d.]+",
             "wget",
             64 * 1024,  # HTTP_RESPONSE_MAX_SIZE
@@ -151,10 +151,10 @@ CLIENTS = {
 class Run:
     """One client process in its own process group (Chromium forks helpers)."""
 
-    def __init__(self, spec: ClientSpec, url: str) -> None:
+    def __init__(self, spec: ClientSpec, url: str, scratch: str) -> None:
         self.out = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the run)
         self.proc = subprocess.Popen(
-            spec.argv(url),
+            spec.argv(url, scratch),
             stdout=self.out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -178,11 +178,11 @@ class Run:
 
 
 @pytest.fixture
-def run_client() -> Iterator[Callable[[ClientSpec, str], Run]]:
+def run_client(tmp_path) -> Iterator[Callable[[ClientSpec, str], Run]]:
     runs: list[Run] = []
 
     def start(spec: ClientSpec, url: str) -> Run:
-        run = Run(spec, url)
+        run = Run(spec, url, str(tmp_path))
         runs.append(run)
         return run
 
