@@ -40,6 +40,7 @@ _IN = select.EPOLLIN | select.EPOLLRDHUP
 _INOUT = _IN | select.EPOLLOUT
 _FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _V4MAPPED = b"\0" * 10 + b"\xff\xff"
+_GONE = (BrokenPipeError, ConnectionResetError)
 
 
 class BindError(Exception):
@@ -479,8 +480,11 @@ class Engine:
             listener = self.listeners[self.lst[fd]]
             assert listener is not None
             now = self.loop.time()
+            obj = self.objs.get(fd)
+            if obj is _Closing:
+                continue  # its last words are on the way out; input no longer matters
             data = bytes(self._view[:n])
-            args = (self.state[fd], self.objs.get(fd), data, now - self.t0[fd])
+            args = (self.state[fd], obj, data, now - self.t0[fd])
             self._run(fd, listener.tarpit.bait.feed, args, now)
             if not self.lst[fd]:
                 return
@@ -493,12 +497,18 @@ class Engine:
         """Call the bait and carry out its step; a bait bug closes one client, never the engine."""
         try:
             step = call(*args)
-            state, out, delay, obj, close, notes = step[:6]
-            self.state[fd] = state
+            self.state[fd] = step[0]
         except Exception as exc:
-            self.log(f"bait {call.__qualname__} failed: {exc!r}")
-            self._close(fd, "error")
+            self._bait_failed(fd, call, exc)
             return
+        self._apply(fd, step, now)
+
+    def _bait_failed(self, fd: int, call: Callable[..., Step], exc: Exception) -> None:
+        self.log(f"bait {getattr(call, '__qualname__', call)} failed: {exc!r}")
+        self._close(fd, "error")
+
+    def _apply(self, fd: int, step: Step, now: float) -> None:
+        state, out, delay, obj, close, notes = step[:6]
         if obj is None:
             if fd in self.objs:
                 del self.objs[fd]
@@ -545,11 +555,8 @@ class Engine:
             n = os.write(fd, data)
         except BlockingIOError:
             n = 0
-        except (BrokenPipeError, ConnectionResetError):
-            self._close(fd, "reset")
-            return False
-        except OSError:
-            self._close(fd, "error")
+        except OSError as exc:
+            self._close(fd, "reset" if isinstance(exc, _GONE) else "error")
             return False
         if n:
             self._count(self.sent, 0, fd, n)
@@ -601,21 +608,62 @@ class Engine:
                 self._schedule(fd, self.due[fd])
 
     def _on_timer(self) -> None:
+        """Tick every client that is due. This is the hot path: the common step
+        (send a unit, come back later) is carried out inline, with locals."""
         self._timer = None
         now = self.loop.time()
-        limit = math.floor(now / self.quantum + 1e-6)  # the loop may wake a hair early
-        keys = self._keys
-        buckets = self._buckets
         q = self.quantum
-        due = self.due
-        lst = self.lst
+        limit = math.floor(now / q + 1e-6)  # the loop may wake a hair early
+        keys, buckets, heappop, ceil = self._keys, self._buckets, heapq.heappop, math.ceil
+        lst, due, t0, state, sent = self.lst, self.due, self.t0, self.state, self.sent
+        listeners, pending, objs, write = self.listeners, self.pending, self.objs, os.write
+        sent_now = 0
         while keys and keys[0] <= limit:
-            key = heapq.heappop(keys)
+            key = heappop(keys)
             for fd in buckets.pop(key):
                 # skip stale rows: the client left, or was rescheduled
-                if lst[fd] and due[fd] >= 0 and math.ceil(due[fd] / q) == key:
-                    due[fd] = -1.0
+                if not lst[fd] or due[fd] < 0 or ceil(due[fd] / q) != key:
+                    continue
+                due[fd] = -1.0
+                if fd in pending or fd in objs:
                     self._tick(fd, now)
+                    continue
+                bait = listeners[lst[fd]].tarpit.bait  # type: ignore[union-attr]
+                try:
+                    step = bait.tick(state[fd], None, now - t0[fd])
+                    state[fd] = step[0]
+                except Exception as exc:
+                    self._bait_failed(fd, bait.tick, exc)
+                    continue
+                out, delay = step[1], step[2]
+                if step[3] is not None or step[4] or step[5] or not out:
+                    self._apply(fd, step, now)
+                    continue
+                try:
+                    n = write(fd, out)
+                except BlockingIOError:
+                    n = 0
+                except OSError as exc:
+                    self._close(fd, "reset" if isinstance(exc, _GONE) else "error")
+                    continue
+                v = sent[fd] + n
+                if v > 0xFFFFFFFF:
+                    self._count(sent, 0, fd, n)
+                else:
+                    sent[fd] = v
+                sent_now += n
+                if n < len(out):
+                    pending[fd] = (out[n:], now)
+                    self.ep.modify(fd, _INOUT)
+                if delay is not None:
+                    d = now + delay
+                    due[fd] = d
+                    bucket = buckets.get(ceil(d / q))
+                    if bucket is None:
+                        self._schedule(fd, d)
+                    else:
+                        bucket.append(fd)
+        self.bytes_sent += sent_now
         if keys:
             self._arm(keys[0])
 
