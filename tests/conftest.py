@@ -13,3 +13,5 @@ if "TARRY_TEST_KEEP_STATE" not in os.environ:
     import tempfile
 
     os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="tarry-test-state-")
+    # a tarry that switches to nobody (started as root) must reach its state dir in it
+    os.chmod(os.environ["XDG_STATE_HOME"], 0o755)

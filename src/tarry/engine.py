@@ -426,6 +426,12 @@ class Engine:
         self._fd_pause = None
         self._resume_all()
 
+    def set_max_clients(self, cap: int) -> None:
+        """The global cap ([limits] max_clients; 0 = none). Lowering it drops nobody."""
+        self.max_clients = cap
+        if self.running:
+            self._resume_all()
+
     def _room(self, tarpit: Tarpit) -> bool:
         """Whether ``tarpit`` may take one more client under every cap."""
         return (
