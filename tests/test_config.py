@@ -124,7 +124,7 @@ def test_default_config_is_valid_and_printed() -> None:
     result = run("default-config")
     assert result.returncode == 0 and result.stdout == DEFAULT_CONFIG
     cfg = parse(result.stdout)
-    assert [t.protocol for t in cfg.tarpits][0] == "ssh"
+    assert cfg.tarpits[0].protocol == "ssh"
 
 
 @pytest.mark.parametrize(
