@@ -404,7 +404,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rcvbuf", type=int, default=1024, help="SO_RCVBUF per connection")
     p.add_argument("--no-ident", action="store_true", help="send nothing on connect")
     p.add_argument(
-        "--payload", choices=sorted(PAYLOADS), default="ssh", help="what each client sends on connect"
+        "--payload",
+        choices=sorted(PAYLOADS),
+        default="ssh",
+        help="what each client sends on connect",
     )
     p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds for all connects")
     p.add_argument(
