@@ -54,13 +54,18 @@ class Tarry:
     """A tarry process with its stdout collected line by line."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str] | None = None, nofile: int | None = None
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        nofile: int | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
+        """``prefix`` runs tarry under another program (e.g. systemd-socket-activate)."""
         self.lines: list[str] = []
         self.err: list[str] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tarry", *args],
+            [*(prefix or []), sys.executable, "-m", "tarry", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

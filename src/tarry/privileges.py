@@ -166,6 +166,8 @@ PRELOAD = (
     "tarry.events",
     "syslog",
     "sqlite3",
+    "encodings.idna",  # name lookups (aiohttp, uvloop) load it on first use
+    "encodings.punycode",
     "uvloop",
     "aiohttp.web",
     "pygal",

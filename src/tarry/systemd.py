@@ -149,6 +149,13 @@ class Notifier:
                 self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
             except OSError:
                 self.sock = None
+            else:
+                # connected now, while the path is reachable: after a privilege
+                # drop it may not be
+                try:
+                    self.sock.connect(self.address)
+                except OSError:
+                    pass
         usec = env.get("WATCHDOG_USEC", "")
         wpid = env.get("WATCHDOG_PID", "")
         self.watchdog = (
@@ -165,8 +172,14 @@ class Notifier:
     def send(self, *fields: str) -> bool:
         if self.sock is None:
             return False
+        data = "\n".join(fields).encode("utf-8", "replace")
         try:
-            self.sock.sendto("\n".join(fields).encode("utf-8", "replace"), self.address)
+            self.sock.send(data)
+            return True
+        except OSError:
+            pass
+        try:  # not connected, or systemd re-created its socket
+            self.sock.sendto(data, self.address)
             return True
         except OSError:
             return False  # systemd is gone or busy; the service goes on
