@@ -180,6 +180,7 @@ def start_tarry(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, 
         "max_clients_per_ip = 65535\n"
         # measure the process as it ran before privilege dropping existed
         "[privileges]\nallow_root = true\n"
+        f'[engine]\nloop = "{args.loop}"\n'
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
@@ -412,6 +413,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["ssh", "http"],
         default="ssh",
         help="tarry's tarpit, and what each client sends on connect (the reference ignores it)",
+    )
+    p.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop", "auto"],
+        default="asyncio",
+        help="tarry's [engine] loop (uvloop needs tarry[fast])",
     )
     p.add_argument("--procs", type=int, default=0, help="loadgen processes (0: as needed)")
     p.add_argument(

@@ -1017,20 +1017,7 @@ class Engine:
         (endlessh keeps them when its port changes). New addresses are bound
         before anything changes, so a failed bind leaves the old set running.
         """
-        live = {
-            lst.config_address: lst
-            for lst in self.listeners
-            if lst is not None and lst.sock is not None
-        }
-        needed = {addr for spec, _ in pairs for addr in spec.listen}
-        pool: dict[str, socket.socket] = {}
-        try:
-            for addr in sorted(needed - live.keys()):
-                pool[addr] = bind(addr)
-        except BaseException:
-            for sock in pool.values():
-                self.discard_socket(sock)
-            raise
+        # which running tarpit each new table continues (nothing changes yet)
         unmatched = [t for t in self.tarpits if not t.retired]
         plan: list[tuple[Tarpit | None, TarpitSpec, Bait]] = []
         for spec, bait in pairs:
@@ -1038,37 +1025,63 @@ class Engine:
             if old is not None:
                 unmatched.remove(old)
             plan.append((old, spec, bait))
+        # the listeners that go, and the addresses each table lacks
+        going = [lst for t in unmatched for lst in t.listeners if lst.sock is not None]
+        missing: list[tuple[int, str]] = []
+        for i, (old, spec, _) in enumerate(plan):
+            have = set()
+            for lst in old.listeners if old is not None else []:
+                if lst.sock is not None:
+                    if lst.config_address in spec.listen:
+                        have.add(lst.config_address)
+                    else:
+                        going.append(lst)
+            missing += [(i, addr) for addr in spec.listen if addr not in have]
+        # a going listener's socket serves its address again; the rest are bound
+        # now, before anything changes, so a failed bind leaves the old set running
+        spare: dict[str, list[Listener]] = {}
+        for lst in going:
+            spare.setdefault(lst.config_address, []).append(lst)
+        handed: dict[int, Listener] = {}
+        fresh: dict[int, socket.socket] = {}
+        try:
+            for j, (_, addr) in enumerate(missing):
+                if spare.get(addr):
+                    handed[j] = spare[addr].pop()
+                else:
+                    fresh[j] = bind(addr)
+        except BaseException:
+            for sock in fresh.values():
+                self.discard_socket(sock)
+            raise
         for tarpit in unmatched:
             tarpit.retired = True
-        for tarpit in [t for t, _, _ in plan if t is not None] + unmatched:
-            keep = (
-                set() if tarpit.retired else set(next(s for t, s, _ in plan if t is tarpit).listen)
-            )
-            for listener in list(tarpit.listeners):
-                if listener.sock is not None and listener.config_address not in keep:
-                    sock = self._unlisten(listener)
-                    if listener.config_address in needed:
-                        pool[listener.config_address] = sock
-                    else:
-                        self.discard_socket(sock)
-                    if release_removed:
-                        self._release(lambda fd, lst=listener: self.lst[fd] == lst.index)
-                        self._close_parked(tarpit, lambda i, lst=listener: i == lst.index)
+        kept = {id(lst) for lst in handed.values()}
+        detached: dict[int, socket.socket] = {}
+        for lst in going:
+            sock = self._unlisten(lst)
+            if id(lst) in kept:
+                detached[id(lst)] = sock
+            else:
+                self.discard_socket(sock)
+            if release_removed:
+                self._release(lambda fd, lst=lst: self.lst[fd] == lst.index)
+                self._close_parked(lst.tarpit, lambda i, lst=lst: i == lst.index)
         for tarpit in unmatched:
-            if tarpit.held == 0:
+            if tarpit.held == 0 and not tarpit.parked:
                 self._forget(tarpit)
-        for old, spec, bait in plan:
+        socks: dict[int, list[tuple[str, socket.socket]]] = {}
+        for j, (i, addr) in enumerate(missing):
+            sock = fresh[j] if j in fresh else detached[id(handed[j])]
+            socks.setdefault(i, []).append((addr, sock))
+        for i, (old, spec, bait) in enumerate(plan):
             if old is None:
-                self.add_tarpit(spec, bait, [(addr, pool.pop(addr)) for addr in spec.listen])
+                self.add_tarpit(spec, bait, socks.get(i, []))
                 continue
-            have = {lst.config_address for lst in old.listeners if lst.sock is not None}
             old.set_spec(spec)
             old.bait = bait
-            for addr in spec.listen:
-                if addr not in have:
-                    self._add_listener(old, addr, pool.pop(addr))
-        for sock in pool.values():
-            self.discard_socket(sock)
+            for addr, sock in socks.get(i, []):
+                self._add_listener(old, addr, sock)
         self._retune()
         self._resume_all()
 
