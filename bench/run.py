@@ -175,7 +175,7 @@ def start_tarry(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, 
         f'protocol = "{args.proto}"\n'
         'listen = ["127.0.0.1:0"]\n'
         f"delay = {float(args.delay)!r}\n"
-        f"max_clients = {args.n + 100}\n"
+        f"max_clients = {args.n + 100}\n" + os.environ.get("BENCH_EXTRA_TOML", "")
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
