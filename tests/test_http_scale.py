@@ -42,7 +42,7 @@ def test_a_thousand_http_clients_stay_held() -> None:
         deadline = time.monotonic() + 15 * DELAY
         # every client keeps getting bytes for 15 delays, and none is let go
         while time.monotonic() < deadline:
-            for fd, mask in ep.poll(0.2):
+            for fd, _mask in ep.poll(0.2):
                 i = index[fd]
                 try:
                     data = socks[i].recv(65536)
