@@ -320,14 +320,14 @@ class SmtpBait:
         if phase == P_DONE or not data:
             return Step(state, b"", None, sess)
         if sess.reply is not None or phase == P_GREET:
-            self._buffer(sess, data)
+            state = self._buffer(state, sess, data)
             return Step(state, b"", None, sess)
         if phase == P_DATA and not sess.buf:
             state, rest = self._body(state, sess, data)
             if rest:
-                self._buffer(sess, rest)
+                state = self._buffer(state, sess, rest)
         else:
-            self._buffer(sess, data)
+            state = self._buffer(state, sess, data)
         state, notes = self._next(state, sess, age)
         if sess.reply is not None:
             return Step(state, b"", self._delay(), sess, notes=notes)
@@ -379,13 +379,21 @@ class SmtpBait:
             return True
         return False
 
-    def _buffer(self, sess: Session, data: bytes) -> None:
+    def _buffer(self, state: int, sess: Session, data: bytes) -> int:
+        """Keep input for later, bounded; the tail of an overlong line is dropped here."""
+        if state & F_SKIP:  # then the buffer is empty: the skipped line comes first
+            end = data.find(b"\n")
+            if end < 0:
+                return state
+            data = data[end + 1 :]
+            state &= ~F_SKIP
         buf = sess.buf
         if buf is None:
             sess.buf = buf = bytearray()
         room = PENDING_MAX - len(buf)
         if room > 0:
             buf += data[:room]
+        return state
 
     def _next(self, state: int, sess: Session, age: float) -> tuple[int, Notes | None]:
         """Process pending input until one reply is queued or input runs out."""
@@ -405,20 +413,12 @@ class SmtpBait:
                 if sess.reply is not None:
                     break
                 continue
-            if state & F_SKIP:
-                end = buf.find(b"\n")
-                if end < 0:
-                    buf.clear()
-                    break
-                del buf[: end + 1]
-                state &= ~F_SKIP
-                continue
             end = buf.find(b"\n")
             if end < 0:
                 if len(buf) <= LINE_MAX:
                     break
-                del buf[:LINE_MAX]
-                state |= F_SKIP
+                buf.clear()
+                state |= F_SKIP  # the rest of the line is dropped as it arrives
                 state = self._abort_auth(state)
                 self._start(sess, R_TOO_LONG)
                 break
