@@ -74,7 +74,7 @@ def test_state_dir_default_is_writable(tmp_path, monkeypatch):
 
 def one_line(exc: pytest.ExceptionInfo[tls.CertError]) -> str:
     text = str(exc.value)
-    assert "\n" not in text and text.startswith("tls: ")
+    assert "\n" not in text and text.startswith(("cert: ", "key: "))
     return text
 
 
@@ -84,7 +84,7 @@ def test_certificate_errors_are_one_clear_line(tmp_path, state_dir):
     missing = tmp_path / "missing.pem"
     with pytest.raises(tls.CertError) as e:
         tls.server_context(str(missing), str(key))
-    assert str(missing) in one_line(e) and "No such file" in str(e.value)
+    assert one_line(e) == f"cert: cannot read {missing}: No such file or directory"
     junk = tmp_path / "junk.pem"
     junk.write_bytes(b"not a certificate\n")
     with pytest.raises(tls.CertError) as e:
@@ -101,7 +101,7 @@ def test_certificate_errors_are_one_clear_line(tmp_path, state_dir):
     assert str(cert) in one_line(e)
     with pytest.raises(tls.CertError) as e:
         tls.server_context("", str(key))
-    assert "without a certificate" in one_line(e)
+    assert one_line(e).startswith("cert: not set")
     # An encrypted key must fail at once, never prompt for a passphrase.
     from cryptography.hazmat.primitives import serialization
 

@@ -45,7 +45,12 @@ _CLOSED = 2
 
 
 class CertError(Exception):
-    """A certificate or key that cannot be used; the message names the file."""
+    """A certificate or key that cannot be used: one line that starts with the
+    config key (``cert:`` or ``key:``) and names the file and the problem."""
+
+
+class TlsUnavailable(CertError):
+    """No certificate is configured and none can be generated here."""
 
 
 # -- certificates ------------------------------------------------------------
@@ -103,9 +108,9 @@ def ensure_self_signed(hostname: str, state_dir: Path | str) -> tuple[Path, Path
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
     except ImportError:
-        raise CertError(
-            "tls: no cert/key configured, and generating one needs the 'cryptography' "
-            "package (pip install 'tarry[tls]')"
+        raise TlsUnavailable(
+            "cert: not set, and generating a self-signed certificate needs the "
+            "'cryptography' package (pip install 'tarry[tls]')"
         ) from None
     # P-256: universally supported, and its handshakes cost a tarpit far less CPU than RSA.
     private = ec.generate_private_key(ec.SECP256R1())
@@ -133,18 +138,18 @@ def ensure_self_signed(hostname: str, state_dir: Path | str) -> tuple[Path, Path
         _write_private(key, key_pem, 0o600)
         _write_private(cert, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
     except OSError as exc:
-        raise CertError(
-            f"tls: cannot store a generated certificate in {d}: {exc.strerror}"
+        raise TlsUnavailable(
+            f"cert: not set, and a generated certificate cannot be stored in {d}: {exc.strerror}"
         ) from None
     return cert, key
 
 
-def _read(path: str, what: str) -> bytes:
+def _read(path: str, key: str) -> bytes:
     try:
         with open(path, "rb") as f:
             return f.read(1 << 20)
     except OSError as exc:
-        raise CertError(f"tls: cannot read {what} {path}: {exc.strerror or exc}") from None
+        raise CertError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _no_password() -> bytes:
@@ -154,14 +159,15 @@ def _no_password() -> bytes:
 def server_context(cert: str, key: str = "") -> ssl.SSLContext:
     """A lean server context for ``cert`` (and ``key``, or the key inside ``cert``)."""
     if not cert:
-        raise CertError(f"tls: key {key} is configured without a certificate (set cert too)")
-    cert_pem = _read(cert, "certificate")
+        raise CertError(f"cert: not set, but key is ({key}); set both, or neither")
+    cert_pem = _read(cert, "cert")
     if b"-----BEGIN CERTIFICATE-----" not in cert_pem:
-        raise CertError(f"tls: certificate {cert} holds no PEM certificate")
+        raise CertError(f"cert: {cert} holds no PEM certificate")
     key_pem = _read(key, "key") if key else cert_pem
     if b"PRIVATE KEY-----" not in key_pem:
-        where = f"key {key}" if key else f"certificate {cert} (and no key is configured)"
-        raise CertError(f"tls: {where} holds no PEM private key")
+        if key:
+            raise CertError(f"key: {key} holds no PEM private key")
+        raise CertError(f"key: not set, and {cert} holds no PEM private key either")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
@@ -170,14 +176,14 @@ def server_context(cert: str, key: str = "") -> ssl.SSLContext:
     try:
         ctx.load_cert_chain(cert, key or None, password=_no_password)
     except CertError:
-        raise CertError(f"tls: key {key or cert} is encrypted; give an unencrypted key") from None
+        raise CertError(f"key: {key or cert} is encrypted; give an unencrypted key") from None
     except ssl.SSLError as exc:
         reason = exc.reason or str(exc)
         if "KEY_VALUES_MISMATCH" in str(reason).upper():
-            raise CertError(f"tls: key {key or cert} does not match certificate {cert}") from None
-        raise CertError(
-            f"tls: cannot load certificate {cert} / key {key or cert}: {reason}"
-        ) from None
+            raise CertError(
+                f"key: {key or cert} does not match the certificate in {cert}"
+            ) from None
+        raise CertError(f"cert: cannot load {cert} with key {key or cert}: {reason}") from None
     return ctx
 
 
@@ -454,13 +460,29 @@ class TlsBait:
         return Step(state, b"", self._delay(conn, age), conn)
 
 
-def wrap(spec: TarpitSpec, bait: Bait, state_dir: Path | str | None = None) -> Bait:
+def wrap(
+    spec: TarpitSpec,
+    bait: Bait,
+    state_dir: Path | str | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Bait:
     """``bait`` under TLS as the spec asks (``tls`` implicit, or ``starttls``), else as is.
 
-    Raises CertError (one line, naming the file) when the certificate is unusable.
+    Raises CertError (one line, naming the file) when a certificate is unusable.
+    Only STARTTLS without a configured certificate degrades instead: when none
+    can be generated here (no ``cryptography``), the bait runs without offering
+    it, and ``warn`` says why.
     """
     implicit = bool(spec.options.get("tls", False))
     starttls = bool(spec.options.get("starttls", False))
     if not implicit and not starttls:
         return bait
-    return TlsBait(bait, context_for(spec, state_dir), implicit, spec)
+    try:
+        ctx = context_for(spec, state_dir)
+    except TlsUnavailable as exc:
+        if implicit:
+            raise
+        if warn is not None:
+            warn(f"STARTTLS is not offered: {exc}")
+        return bait
+    return TlsBait(bait, ctx, implicit, spec)

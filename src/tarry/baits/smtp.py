@@ -27,6 +27,9 @@ from ..bait import Notes, Option, Step, TarpitSpec, jittered, sanitise
 
 PROTOCOL = "smtp"
 DEFAULTS = {"delay": 2.0}
+DEFAULT_LISTEN = ["*:2525"]
+# Changing these on reload changes what a held client's obj means (clear or TLS).
+STATEFUL_OPTIONS = ("tls", "starttls")
 
 LINE_MAX = 1024  # RFC 5321 §4.5.3.1.4: 512 octets per command line; slack for sloppy clients
 PENDING_MAX = 4096  # unprocessed (pipelined) input kept while a reply drips; the rest is dropped
@@ -112,6 +115,14 @@ OPTIONS = {
         _check_stutter,
     ),
 }
+
+
+def check(opts: dict[str, Any]) -> str | None:
+    """Checks across keys, after each key's own."""
+    if opts["key"] and not opts["cert"]:
+        return "key: set without cert (set both, or cert alone when it holds the key too)"
+    return None
+
 
 _CONTINUATIONS = (
     "220-{host} ESMTP Postfix",
@@ -608,7 +619,10 @@ class SmtpBait:
         elif not self.tls_room():
             self._start(sess, R_TLS_BUSY)
         else:
+            # Sent whole (after one delay): clients such as `openssl s_client` read
+            # this reply with one read() and take whatever follows for TLS.
             self._start(sess, R_TLS_READY)
+            sess.step = len(R_TLS_READY)
             return state | F_STARTTLS, None
         return state, None
 
