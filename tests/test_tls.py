@@ -6,6 +6,7 @@ from __future__ import annotations
 import smtplib
 import ssl
 import stat
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -124,6 +125,22 @@ def test_certificate_errors_are_one_clear_line(tmp_path, state_dir):
     # Through wrap(), as the config layer will call it.
     with pytest.raises(tls.CertError):
         tls.wrap(spec(cert=str(missing)), smtp.make(spec()), state_dir)
+
+
+def test_without_cryptography_starttls_degrades_and_implicit_fails(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # as if not installed
+    warnings: list[str] = []
+    s = spec()
+    bait = smtp.make(s)
+    assert tls.wrap(s, bait, tmp_path, warnings.append) is bait
+    assert warnings and "cryptography" in warnings[0]
+    sim = Sim(bait)
+    sim.run()
+    sim.feed(b"EHLO x\r\n")
+    assert b"STARTTLS" not in sim.run()  # not offered without a TLS layer
+    with pytest.raises(tls.TlsUnavailable) as e:
+        tls.wrap(spec(tls=True), smtp.make(spec(tls=True)), tmp_path)
+    assert one_line(e).startswith("cert: not set")
 
 
 def test_starttls_dialogue(state_dir, client_ctx):
