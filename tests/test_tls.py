@@ -173,6 +173,19 @@ def test_starttls_dialogue(state_dir, client_ctx):
     assert bait.errors == 0 and bait.inner.errors == 0
 
 
+def test_session_limit_reaches_an_idle_client_inside_tls(state_dir, client_ctx):
+    sim = Sim(wrapped(state_dir, delay=0.5, session_limit=200.0))
+    sim.run(until=b"Postfix\r\n")
+    sim.feed(b"EHLO x\r\nSTARTTLS\r\n")
+    sim.run(until=READY)
+    client = TlsClient(sim, client_ctx, HOST)
+    client.handshake()
+    assert client.recv_until(b"exceeded\r\n") == (
+        f"421 4.4.2 {HOST} Error: timeout exceeded\r\n".encode()
+    )
+    assert sim.closed and 200.0 <= sim.now < 260.0
+
+
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 def test_implicit_tls_dialogue(state_dir, client_ctx, version):
     bait = wrapped(state_dir, tls=True, starttls=False)

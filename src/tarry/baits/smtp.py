@@ -266,7 +266,7 @@ class SmtpBait:
 
     @staticmethod
     def _ehlo(host: str, starttls: bool) -> bytes:
-        words = [host, "PIPELINING", f"SIZE {SIZE_MAX}", "VRFY", "ETRN"]
+        words = [host, "PIPELINING", f"SIZE {SIZE_MAX}", "VRFY"]
         if starttls:
             words.append("STARTTLS")
         words += ["AUTH PLAIN LOGIN", "ENHANCEDSTATUSCODES", "8BITMIME"]
@@ -312,10 +312,12 @@ class SmtpBait:
 
     def _idle(self, state: int, sess: Session, age: float, notes: Notes | None) -> Step:
         """Nothing to send: wait for input, or for the session limit."""
-        delay = None
+        return Step(state, b"", self._limit_delay(state, age), sess, notes=notes)
+
+    def _limit_delay(self, state: int, age: float) -> float | None:
         if self.session_limit > 0 and not state & F_EXPIRED:
-            delay = max(0.0, self.session_limit - age)
-        return Step(state, b"", delay, sess, notes=notes)
+            return max(0.0, self.session_limit - age)
+        return None
 
     def _start(self, sess: Session, reply: bytes, budget: float = BUDGET) -> None:
         sess.reply = reply
@@ -366,7 +368,7 @@ class SmtpBait:
             sess.buf = None
             state = (state & ~(PHASE | F_STARTTLS | F_HELO | F_EHLO | F_MAIL | F_RCPT)) | P_CMD
             state |= F_TLS
-            return Step(state, out, None, sess, starttls=True)
+            return Step(state, out, self._limit_delay(state, age), sess, starttls=True)
         if state & PHASE == P_GREET:
             if self._more_greeting(sess):
                 return Step(state, out, self._delay(), sess)
