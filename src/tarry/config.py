@@ -35,6 +35,15 @@ delay = 10.0               # seconds between lines
 max_clients = 4096
 line_length = 32           # longest line, CRLF included (3..255)
 jitter = 0.0               # spread each delay by +/- this fraction (0 = off)
+
+[[tarpit]]
+protocol = "http"          # a response that never ends (docs/http.md)
+listen = ["*:8080"]
+delay = 5.0                # seconds between header lines or body chunks
+max_clients = 4096
+strategy = "auto"          # "headers", "body", "continue", or "auto" (per client)
+server = "nginx"           # whose response head to imitate: nginx, apache, iis
+request_timeout = 10.0     # seconds to wait for the request; then the drip starts anyway
 """
 
 COMMON: dict[str, Option] = {
@@ -168,16 +177,31 @@ def _engine_section(table: dict[str, Any], where: str) -> None:
 
 def _log_section(table: dict[str, Any], where: str) -> None:
     for key, value in table.items():
-        if key == "level":
-            if value not in LOG_LEVELS:
-                raise ConfigError(
-                    f"{where}level: must be one of {', '.join(LOG_LEVELS)}, not {value!r}"
-                )
-        else:
-            raise ConfigError(f"{where}{key}: unknown key (known: level)")
+        if key == "level" and value not in LOG_LEVELS:
+            raise ConfigError(
+                f"{where}level: must be one of {', '.join(LOG_LEVELS)}, not {value!r}"
+            )
+    _observe_section("log")(table, where)
 
 
-SECTIONS: dict[str, Section] = {"engine": _engine_section, "log": _log_section}
+def _observe_section(name: str) -> Section:
+    """[log], [history], [metrics], [geo] and [admin] are checked by tarry.observe."""
+
+    def check(table: dict[str, Any], where: str) -> None:
+        from .observe import validate_sections
+
+        errors = validate_sections({name: table})
+        if errors:
+            raise ConfigError(f"{where}{errors[0]}")
+
+    return check
+
+
+SECTIONS: dict[str, Section] = {
+    "engine": _engine_section,
+    "log": _log_section,
+    **{name: _observe_section(name) for name in ("history", "metrics", "geo", "admin")},
+}
 
 
 def parse(text: str, path: str = "<embedded defaults>") -> Config:
