@@ -7,6 +7,10 @@ heap in use (glibc mallinfo2: OpenSSL allocates there) and the Python objects
 (tracemalloc; they include the held socket objects of this harness).
 
     python bench/smtp_tls_memory.py [N] [plain|tls|tls-tickets]
+
+With ``serve-plain`` or ``serve-tls`` it measures a real ``tarry serve`` instead
+(engine included): the RSS growth of that process while this one holds N
+clients (keep N + 30 under max_tls_clients, 1024 by default).
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import re
 import socket
 import ssl
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 
@@ -88,9 +95,67 @@ def serve(bait: object, sock: socket.socket) -> tuple[int, object]:
         state, obj = s.state, s.obj
 
 
+def serve_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def measure_serve(n: int, use_tls: bool) -> None:
+    state = tempfile.mkdtemp()
+    cfg = os.path.join(state, "smtp.toml")
+    with open(cfg, "w") as f:
+        f.write(
+            '[[tarpit]]\nprotocol = "smtp"\nlisten = ["127.0.0.1:0"]\ndelay = 0.002\n'
+            f"max_clients = {n + 100}\ntls = {'true' if use_tls else 'false'}\n"
+            "starttls = false\n"
+        )
+    env = {**os.environ, "XDG_STATE_HOME": state}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tarry", "serve", "-c", cfg],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        port = int(re.search(r"listener=127\.0\.0\.1:(\d+)", line).group(1))
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # drain the log
+        cctx = ssl.create_default_context()
+        cctx.check_hostname = False
+        cctx.verify_mode = ssl.CERT_NONE
+        held = []
+
+        def one() -> None:
+            s = socket.create_connection(("127.0.0.1", port))
+            c = cctx.wrap_socket(s) if use_tls else s
+            buf = b""
+            while not buf.endswith(b"Postfix\r\n"):
+                buf += c.recv(100)
+            held.append(c)
+
+        for _ in range(30):
+            one()
+        time.sleep(0.5)
+        r0 = serve_rss(proc.pid)
+        for _ in range(n):
+            one()
+        time.sleep(0.5)
+        r1 = serve_rss(proc.pid)
+        mode = "serve-tls" if use_tls else "serve-plain"
+        print(f"{mode}: {n} held clients: tarry serve RSS {(r1 - r0) / n / 1024:.1f} KiB/client")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 500
     mode = sys.argv[2] if len(sys.argv) > 2 else "tls"
+    if mode.startswith("serve-"):
+        measure_serve(n, mode == "serve-tls")
+        return
     state_dir = tempfile.mkdtemp()
     sp = spec(mode)
     bait = smtp.make(sp)
