@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from . import __version__
+from . import __version__, tls
 from .bait import Bait, TarpitSpec
 from .baits import registry
 from .config import (
@@ -43,10 +43,16 @@ def make_baits(specs: list[TarpitSpec], where: Callable[[int, TarpitSpec], str])
     baits = []
     for i, spec in enumerate(specs, 1):
         try:
-            baits.append(registry()[spec.protocol].make(spec))
-        except ConfigError as exc:
+            bait = registry()[spec.protocol].make(spec)
+            # TLS (implicit or STARTTLS) wraps any bait whose spec asks for it.
+            baits.append(tls.wrap(spec, bait, warn=lambda m, i=i, s=spec: warn(where(i, s) + m)))
+        except (ConfigError, tls.CertError) as exc:
             raise ConfigError(f"{where(i, spec)}{exc}") from None
     return baits
+
+
+def warn(message: str) -> None:
+    print(f"tarry: {message}", file=sys.stderr)
 
 
 def bind_all(
