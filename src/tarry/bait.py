@@ -40,9 +40,9 @@ class Step(NamedTuple):
     """A per-client object to keep until the next call (None keeps none)."""
     close: bool = False
     """Close the connection once ``out`` is sent."""
-    notes: Notes | None = None
-    """(key, value) pairs learned about the client; a key replaces its old value.
-    The engine sanitises and bounds them."""
+    notes: tuple[tuple[str, str | bytes], ...] | None = None
+    """(key, value) pairs learned about the client, raw as the peer sent them; a
+    key replaces its old value. The engine sanitises and bounds them, once."""
     starttls: bool = False
     """Start a server-side TLS handshake right after ``out`` is sent in clear.
     Only meaningful under the TLS layer, which consumes it."""

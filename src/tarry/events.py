@@ -102,7 +102,8 @@ def stamp(t: float) -> str:
 
 
 def millis(seconds: float) -> str:
-    ms = int(round(seconds * 1000))
+    """Seconds with milliseconds, truncated as endlessh does."""
+    ms = int(seconds * 1000)
     return f"{ms // 1000}.{ms % 1000:03d}"
 
 

@@ -11,7 +11,7 @@ import os
 import random
 from typing import Any
 
-from ..bait import Option, Step, TarpitSpec, jittered, sanitise
+from ..bait import Option, Step, TarpitSpec, jittered
 
 PROTOCOL = "ssh"
 DEFAULTS = {"delay": 10.0}
@@ -103,7 +103,7 @@ def read_ident(state: int, obj: Any, data: bytes) -> Step:
     if end < 0 and len(buf) < IDENT_MAX:
         return Step(state, obj=bytearray(buf))
     line = buf[: end if end >= 0 else IDENT_MAX].rstrip(b"\r")
-    return Step(state | _IDENT_DONE, notes=(("ssh_id", sanitise(line)),))
+    return Step(state | _IDENT_DONE, notes=(("ssh_id", line),))
 
 
 def make(spec: TarpitSpec) -> BannerBait:

@@ -1,0 +1,342 @@
+"""The ``tarry`` command: ``serve``, the endlessh drop-in ``ssh``, and config tools.
+
+Every mistake in what the user typed or wrote becomes one line on stderr and a
+non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getopt
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import NoReturn
+
+from . import __version__
+from .bait import Bait, TarpitSpec
+from .baits import registry
+from .config import (
+    DEFAULT_CONFIG,
+    ENDLESSH_CONFIG,
+    Config,
+    ConfigError,
+    EndlesshConfig,
+    EndlesshError,
+    endlessh_set,
+    load,
+    load_endlessh,
+)
+from .engine import BindError, Engine, bind_listener
+from .events import Bus, Sink, TextSink, stamp
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    print(f"tarry: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def make_baits(specs: list[TarpitSpec], where: Callable[[int, TarpitSpec], str]) -> list[Bait]:
+    baits = []
+    for i, spec in enumerate(specs, 1):
+        try:
+            baits.append(registry()[spec.protocol].make(spec))
+        except ConfigError as exc:
+            raise ConfigError(f"{where(i, spec)}{exc}") from None
+    return baits
+
+
+def bind_all(
+    specs: list[TarpitSpec], where: Callable[[int, TarpitSpec], str]
+) -> list[list[tuple[str, socket.socket]]]:
+    """Bind every address before anything runs, so a bad one stops start-up cleanly."""
+    bound: list[list[tuple[str, socket.socket]]] = []
+    try:
+        for i, spec in enumerate(specs, 1):
+            socks = []
+            bound.append(socks)
+            for addr in spec.listen:
+                try:
+                    socks.append((addr, bind_listener(addr)))
+                except BindError as exc:
+                    raise ConfigError(f"{where(i, spec)}listen: {exc}") from None
+    except ConfigError:
+        for socks in bound:
+            for _, sock in socks:
+                sock.close()
+        raise
+    return bound
+
+
+def _where(path: str) -> Callable[[int, TarpitSpec], str]:
+    return lambda i, spec: f"{path}: [[tarpit]] #{i} ({spec.protocol}) "
+
+
+async def _serve(engine: Engine, bus: Bus, reload: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGUSR1, engine.emit_totals)
+    engine.start()
+    try:
+        await stopping.wait()
+    finally:
+        engine.stop()
+        bus.close()
+
+
+def serve(path: str | None) -> int:
+    try:
+        cfg = load(path)
+        where = _where(cfg.path)
+        baits = make_baits(cfg.tarpits, where)
+        bound = bind_all(cfg.tarpits, where)
+    except ConfigError as exc:
+        fail(str(exc))
+    sinks: list[Sink] = [TextSink(sys.stdout, extra=True)] if cfg.log_level >= 1 else []
+    bus = Bus(sinks)
+    current: list[Config] = [cfg]
+
+    async def main() -> None:
+        engine = Engine(bus, write_timeout=cfg.write_timeout, loop=asyncio.get_running_loop())
+        for spec, bait, socks in zip(cfg.tarpits, baits, bound, strict=True):
+            engine.add_tarpit(spec, bait, socks)
+        announce(engine)
+
+        def reload() -> None:
+            if path is None:
+                engine.log("SIGHUP: running the embedded defaults; nothing to re-read")
+                return
+            try:
+                new = load(path)
+                new_baits = make_baits(new.tarpits, _where(new.path))
+                engine.apply(
+                    list(zip(new.tarpits, new_baits, strict=True)),
+                    bind_listener,
+                    release_removed=True,
+                )
+            except (ConfigError, BindError) as exc:
+                engine.log(f"reload rejected, the old config keeps running: {exc}")
+                return
+            engine.write_timeout = new.write_timeout
+            current[0] = new
+            engine.log(f"reloaded {path}")
+            announce(engine)
+
+        await _serve(engine, bus, reload)
+
+    asyncio.run(main())
+    return 0
+
+
+def announce(engine: Engine) -> None:
+    for listener in engine.listeners:
+        if listener is not None and listener.sock is not None:
+            spec = listener.tarpit.spec
+            print(
+                f"{stamp(time.time())} LISTEN proto={spec.protocol} listener={listener.address} "
+                f"delay={spec.delay:g} max_clients={spec.max_clients}",
+                flush=True,
+            )
+
+
+def check_config(path: str) -> int:
+    try:
+        cfg = load(path)
+        make_baits(cfg.tarpits, _where(cfg.path))
+        for socks in bind_all(cfg.tarpits, _where(cfg.path)):
+            for _, sock in socks:
+                sock.close()
+    except ConfigError as exc:
+        fail(str(exc))
+    print(f"{path}: OK, {len(cfg.tarpits)} tarpit(s)")
+    return 0
+
+
+# ---- tarry ssh: endlessh 1.1, flag for flag -----------------------------------
+
+ENDLESSH_USAGE = """\
+Usage: tarry ssh [-vhs] [-46] [-d MS] [-f CONFIG] [-l LEN] [-m LIMIT] [-p PORT]
+  -4        Bind to IPv4 only
+  -6        Bind to IPv6 only
+  -d INT    Message millisecond delay [10000]
+  -f        Set and load config file [/etc/endlessh/config]
+  -h        Print this help message and exit
+  -l INT    Maximum banner line length (3-255) [32]
+  -m INT    Maximum number of clients [4096]
+  -p INT    Listening port [2222]
+  -s        Print diagnostics to syslog instead of standard output
+  -v        Print diagnostics to standard output (repeatable)
+  -V        Print version information and exit
+"""
+
+
+class SyslogSink:
+    """endlessh's -s: the same lines via syslog(3), daemon facility, with the pid."""
+
+    def __init__(self, ident: str = "tarry") -> None:
+        import syslog
+
+        self.syslog = syslog
+        syslog.openlog(ident, syslog.LOG_PID, syslog.LOG_DAEMON)
+
+    def emit(self, event: object) -> None:
+        from .events import endlessh_line
+
+        line = endlessh_line(event, extra=False)  # type: ignore[arg-type]
+        self.syslog.syslog(self.syslog.LOG_INFO, line.split(" ", 1)[1])
+
+    def close(self) -> None:
+        self.syslog.closelog()
+
+
+def ssh_main(argv: list[str]) -> int:
+    """``tarry ssh``: endlessh's flags, config file, log lines and signals."""
+    cfg = EndlesshConfig()
+    warnings: list[str] = []
+
+    def warn(msg: str) -> None:
+        print(f"tarry: {msg}", file=sys.stderr)
+
+    config_file = ENDLESSH_CONFIG
+    use_syslog = False
+    verbosity = 0
+    try:
+        load_endlessh(cfg, config_file, hard=True, warn=warn)
+        opts, rest = getopt.getopt(argv, "46d:f:hl:m:p:svV")
+        for flag, value in opts:
+            if flag == "-4":
+                cfg.bind_family = 4
+            elif flag == "-6":
+                cfg.bind_family = 6
+            elif flag == "-d":
+                endlessh_set(cfg, "Delay", value, warn, hard=True)
+            elif flag == "-f":
+                config_file = value
+                load_endlessh(cfg, value, hard=True, warn=warn, must_exist=True)
+            elif flag == "-h":
+                sys.stdout.write(ENDLESSH_USAGE)
+                return 0
+            elif flag == "-l":
+                endlessh_set(cfg, "MaxLineLength", value, warn, hard=True)
+            elif flag == "-m":
+                endlessh_set(cfg, "MaxClients", value, warn, hard=True)
+            elif flag == "-p":
+                endlessh_set(cfg, "Port", value, warn, hard=True)
+            elif flag == "-s":
+                use_syslog = True
+            elif flag == "-v":
+                verbosity += 1
+            elif flag == "-V":
+                print(f"tarry {__version__} (Endlessh 1.1 compatible)")
+                return 0
+    except getopt.GetoptError as exc:
+        fail(f"{exc.msg} (see tarry ssh -h)")
+    except EndlesshError as exc:
+        fail(str(exc))
+    if rest:
+        fail("too many arguments")
+    del warnings
+    level = max(cfg.log_level, min(verbosity, 2)) if verbosity else cfg.log_level
+
+    sinks: list[Sink] = []
+    if level >= 1:
+        sinks.append(SyslogSink() if use_syslog else TextSink(sys.stdout, extra=False))
+    bus = Bus(sinks)
+
+    def info(msg: str) -> None:
+        if level >= 1:
+            if use_syslog:
+                import syslog
+
+                syslog.syslog(syslog.LOG_INFO, msg)
+            else:
+                print(f"{stamp(time.time())} {msg}", flush=True)
+
+    def log_config() -> None:
+        info(f"Port {cfg.port}")
+        info(f"Delay {cfg.delay}")
+        info(f"MaxLineLength {cfg.max_line_length}")
+        info(f"MaxClients {cfg.max_clients}")
+        family = {6: "IPv6 Only", 4: "IPv4 Only"}.get(cfg.bind_family, "IPv4 Mapped IPv6")
+        info(f"BindFamily {family}")
+
+    log_config()
+    spec = cfg.spec()
+    spec.name = "endlessh"
+    try:
+        bait = registry()["ssh"].make(spec)
+        sock = bind_listener(spec.listen[0])
+    except (BindError, ConfigError) as exc:
+        fail(str(exc))
+
+    async def main() -> None:
+        engine = Engine(bus, loop=asyncio.get_running_loop())
+        engine.log = warn
+        engine.add_tarpit(spec, bait, [(spec.listen[0], sock)])
+
+        def reload() -> None:
+            load_endlessh(cfg, config_file, hard=False, warn=warn)
+            log_config()
+            new = cfg.spec()
+            new.name = "endlessh"
+            try:
+                new_bait = registry()["ssh"].make(new)
+                engine.apply([(new, new_bait)], bind_listener, release_removed=False)
+            except (BindError, ConfigError) as exc:
+                warn(f"reload: {exc}")
+
+        await _serve(engine, bus, reload)
+
+    asyncio.run(main())
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see tarry --help)", 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "ssh":
+        return ssh_main(argv[1:])
+    parser = _Parser(
+        prog="tarry",
+        description="A multi-protocol network tarpit: SSH, HTTP and SMTP.",
+    )
+    parser.add_argument("--version", action="version", version=f"tarry {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p_serve = sub.add_parser(
+        "serve",
+        help="run every configured tarpit",
+        description="Run every [[tarpit]] of the config file (the embedded defaults without -c).",
+    )
+    p_serve.add_argument("-c", "--config", metavar="FILE", help="tarry.toml to run")
+    sub.add_parser(
+        "ssh",
+        help="endlessh drop-in (same flags: tarry ssh -h)",
+        add_help=False,
+    )
+    sub.add_parser("default-config", help="print the embedded default config")
+    p_check = sub.add_parser("check-config", help="check a config file and exit")
+    p_check.add_argument("file", metavar="FILE")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args.config)
+    if args.command == "default-config":
+        sys.stdout.write(DEFAULT_CONFIG)
+        return 0
+    if args.command == "check-config":
+        return check_config(args.file)
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

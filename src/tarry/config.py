@@ -1,0 +1,390 @@
+"""Configuration: tarry's TOML file, and endlessh's own config format.
+
+Every mistake becomes one ``ConfigError`` whose text names the file, the key
+and what is wrong, so the CLI can print one line and never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .bait import Option, TarpitSpec
+from .baits import registry
+from .engine import parse_address
+
+DEFAULT_CONFIG = """\
+# tarry configuration. Print this with `tarry default-config`.
+# One [[tarpit]] table per tarpit; run with `tarry serve -c FILE`.
+# A listen address "*:PORT" means every address (IPv6 dual-stack where the
+# host has IPv6, else IPv4); "[::]:PORT" is IPv6 only; "0.0.0.0:PORT" IPv4 only.
+
+[engine]
+write_timeout = 300.0      # give up on a client whose writes block this long (s)
+
+[log]
+level = "info"             # "none", "info" (ACCEPT/CLOSE/TOTALS) or "debug"
+
+[[tarpit]]
+protocol = "ssh"           # endlessh: endless lines before the SSH version string
+listen = ["*:2222"]
+delay = 10.0               # seconds between lines
+max_clients = 4096
+line_length = 32           # longest line, CRLF included (3..255)
+jitter = 0.0               # spread each delay by +/- this fraction (0 = off)
+"""
+
+COMMON: dict[str, Option] = {
+    "protocol": Option("", str, "which bait: " + "ssh, http, smtp"),
+    "listen": Option([], list, "host:port strings"),
+    "delay": Option(
+        10.0,
+        (int, float),
+        "seconds between sends",
+        lambda v: None if v > 0 else "must be greater than 0",
+    ),
+    "max_clients": Option(
+        4096, int, "clients held at once", lambda v: None if v >= 1 else "must be at least 1"
+    ),
+    "jitter": Option(
+        0.0,
+        (int, float),
+        "+/- fraction",
+        lambda v: None if 0 <= v < 1 else "must be from 0 up to (not including) 1",
+    ),
+    "name": Option("", str, "a name for this tarpit, kept across reloads"),
+}
+
+LOG_LEVELS = {"none": 0, "info": 1, "debug": 2}
+
+
+class ConfigError(Exception):
+    """One line that says which file, which key, and what is wrong."""
+
+
+@dataclass
+class Config:
+    tarpits: list[TarpitSpec]
+    write_timeout: float = 300.0
+    log_level: int = 1
+    path: str = "<embedded defaults>"
+    sections: dict[str, Any] = field(default_factory=dict)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        list: "a list",
+    }
+    return " or ".join(names.get(k, k.__name__) for k in kinds if not (k is int and float in kinds))
+
+
+def check_value(where: str, key: str, value: Any, option: Option) -> Any:
+    kinds = option.kind if isinstance(option.kind, tuple) else (option.kind,)
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    if not ok:
+        raise ConfigError(f"{where}{key}: must be {_kind_name(option.kind)}, not {value!r}")
+    if option.check is not None:
+        problem = option.check(value)
+        if problem:
+            raise ConfigError(f"{where}{key}: {problem} (got {value!r})")
+    return value
+
+
+def parse_tarpit(table: Any, where: str) -> TarpitSpec:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    protocol = table.get("protocol")
+    modules = registry()
+    if protocol is None:
+        raise ConfigError(f"{where}protocol: missing (one of {', '.join(sorted(modules))})")
+    if protocol not in modules:
+        raise ConfigError(
+            f"{where}protocol: unknown protocol {protocol!r} (one of {', '.join(sorted(modules))})"
+        )
+    module = modules[protocol]
+    options: Mapping[str, Option] = module.OPTIONS
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in COMMON:
+            values[key] = check_value(where, key, value, COMMON[key])
+        elif key in options:
+            values[key] = check_value(where, key, value, options[key])
+        else:
+            known = ", ".join(sorted([*COMMON, *options]))
+            raise ConfigError(
+                f"{where}{key}: unknown key for protocol {protocol!r} (known: {known})"
+            )
+    listen = values.get("listen") or list(getattr(module, "DEFAULT_LISTEN", []))
+    if not listen:
+        raise ConfigError(f'{where}listen: missing (e.g. ["*:2222"])')
+    for addr in listen:
+        if not isinstance(addr, str):
+            raise ConfigError(f"{where}listen: every address must be a string, not {addr!r}")
+        try:
+            parse_address(addr)
+        except ValueError as exc:
+            raise ConfigError(f"{where}listen: {addr!r}: {exc}") from None
+    if len(set(listen)) != len(listen):
+        raise ConfigError(f"{where}listen: an address is listed twice")
+    defaults = {**{k: o.default for k, o in COMMON.items()}, **module.DEFAULTS}
+    opts = {k: values.get(k, o.default) for k, o in options.items()}
+    check = getattr(module, "check", None)
+    if check is not None:
+        problem = check(opts)
+        if problem:
+            raise ConfigError(f"{where}{problem}")
+    return TarpitSpec(
+        protocol=protocol,
+        listen=list(listen),
+        delay=float(values.get("delay", defaults["delay"])),
+        max_clients=int(values.get("max_clients", defaults["max_clients"])),
+        jitter=float(values.get("jitter", defaults["jitter"])),
+        options=opts,
+        name=str(values.get("name", "")),
+    )
+
+
+Section = Callable[[dict[str, Any], str], None]
+
+
+def _engine_section(table: dict[str, Any], where: str) -> None:
+    for key, value in table.items():
+        if key == "write_timeout":
+            opt = Option(
+                300.0, (int, float), "", lambda v: None if v > 0 else "must be greater than 0"
+            )
+            check_value(where, key, value, opt)
+        else:
+            raise ConfigError(f"{where}{key}: unknown key (known: write_timeout)")
+
+
+def _log_section(table: dict[str, Any], where: str) -> None:
+    for key, value in table.items():
+        if key == "level":
+            if value not in LOG_LEVELS:
+                raise ConfigError(
+                    f"{where}level: must be one of {', '.join(LOG_LEVELS)}, not {value!r}"
+                )
+        else:
+            raise ConfigError(f"{where}{key}: unknown key (known: level)")
+
+
+SECTIONS: dict[str, Section] = {"engine": _engine_section, "log": _log_section}
+
+
+def parse(text: str, path: str = "<embedded defaults>") -> Config:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    tarpits_raw = doc.get("tarpit", [])
+    if not isinstance(tarpits_raw, list):
+        raise ConfigError(f"{path}: tarpit: must be an array of tables, written [[tarpit]]")
+    for key, value in doc.items():
+        if key == "tarpit":
+            continue
+        if key not in SECTIONS:
+            known = ", ".join(["tarpit", *SECTIONS])
+            raise ConfigError(f"{path}: {key}: unknown section (known: {known})")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: {key}: must be a table, written [{key}]")
+        SECTIONS[key](value, f"{path}: [{key}] ")
+    if not tarpits_raw:
+        raise ConfigError(f"{path}: no [[tarpit]] table: nothing to run")
+    specs = []
+    for i, table in enumerate(tarpits_raw, 1):
+        proto = table.get("protocol", "?") if isinstance(table, dict) else "?"
+        specs.append(parse_tarpit(table, f"{path}: [[tarpit]] #{i} ({proto}) "))
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(specs, 1):
+        for addr in spec.listen:
+            _, port = parse_address(addr)
+            if port and addr in seen:
+                raise ConfigError(
+                    f"{path}: [[tarpit]] #{i} listen: {addr} is also used by [[tarpit]] #{seen[addr]}"
+                )
+            seen[addr] = i
+    names = [s.name for s in specs if s.name]
+    if len(names) != len(set(names)):
+        raise ConfigError(f"{path}: two [[tarpit]] tables have the same name")
+    engine = doc.get("engine", {})
+    log = doc.get("log", {})
+    return Config(
+        tarpits=specs,
+        write_timeout=float(engine.get("write_timeout", 300.0)),
+        log_level=LOG_LEVELS[log.get("level", "info")],
+        path=path,
+        sections={k: v for k, v in doc.items() if k != "tarpit"},
+    )
+
+
+def load(path: str | None) -> Config:
+    if path is None:
+        return parse(DEFAULT_CONFIG)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse(text, path)
+
+
+# ---- endlessh's config file ---------------------------------------------------
+
+ENDLESSH_CONFIG = "/etc/endlessh/config"
+
+
+@dataclass
+class EndlesshConfig:
+    """endlessh 1.1's settings, with its defaults."""
+
+    port: int = 2222
+    delay: int = 10000  # milliseconds
+    max_line_length: int = 32
+    max_clients: int = 4096
+    bind_family: int = 0  # 0 both, 4 or 6
+    log_level: int = 0
+
+    def listen(self) -> str:
+        host = {0: "*", 4: "0.0.0.0", 6: "[::]"}[self.bind_family]
+        return f"{host}:{self.port}"
+
+    def spec(self) -> TarpitSpec:
+        options = {k: o.default for k, o in registry()["ssh"].OPTIONS.items()}
+        options["line_length"] = self.max_line_length
+        return TarpitSpec(
+            protocol="ssh",
+            listen=[self.listen()],
+            delay=self.delay / 1000.0,
+            max_clients=self.max_clients,
+            options=options,
+        )
+
+
+def _endlessh_int(text: str, low: int, high: int) -> int | None:
+    """strtol with nothing left over, within range; None when invalid."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        return None
+    if text.strip() != text or not low <= value <= high:
+        return None
+    return value
+
+
+INT_MAX = 2**31 - 1
+ENDLESSH_SETTERS: dict[str, tuple[str, str, int, int]] = {
+    # flag/key -> (attribute, endlessh's word for it, low, high)
+    "Port": ("port", "port", 1, 65535),
+    "Delay": ("delay", "delay", 1, INT_MAX),
+    "MaxLineLength": ("max_line_length", "line length", 3, 255),
+    "MaxClients": ("max_clients", "max clients", 1, INT_MAX),
+}
+
+
+class EndlesshError(ConfigError):
+    """A fatal endlessh-style error: endlessh would exit with status 1."""
+
+
+def endlessh_set(
+    cfg: EndlesshConfig, key: str, value: str, warn: Callable[[str], None], hard: bool
+) -> None:
+    attr, word, low, high = ENDLESSH_SETTERS[key]
+    parsed = _endlessh_int(value, low, high)
+    if parsed is None:
+        message = f"Invalid {word}: {value}"
+        if hard:
+            raise EndlesshError(message)
+        warn(message)
+    else:
+        setattr(cfg, attr, parsed)
+
+
+def endlessh_family(
+    cfg: EndlesshConfig, value: str, warn: Callable[[str], None], hard: bool
+) -> None:
+    family = {"4": 4, "6": 6, "0": 0}.get(value[:1])
+    if family is None:
+        message = f"Invalid address family: {value}"
+        if hard:
+            raise EndlesshError(message)
+        warn(message)
+    else:
+        cfg.bind_family = family
+
+
+def load_endlessh(
+    cfg: EndlesshConfig,
+    path: str,
+    hard: bool,
+    warn: Callable[[str], None],
+    must_exist: bool = False,
+) -> None:
+    """Read endlessh's ``Key value`` file into ``cfg``, as endlessh does.
+
+    ``hard`` makes a bad value fatal (start-up); on reload it only warns and the
+    old value stays. A missing default file is fine; a missing ``-f`` file is not.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)
+    except FileNotFoundError:
+        if must_exist:
+            raise EndlesshError(f"{path}: no such config file") from None
+        return
+    except OSError as exc:
+        if must_exist or hard:
+            raise EndlesshError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        warn(f"{path}: cannot read: {exc.strerror or exc}")
+        return
+    for lineno, raw in enumerate(data.decode("latin-1").split("\n"), 1):
+        line = raw.split("#", 1)[0]
+        tokens = line.replace("\r", " ").split()
+        if not tokens:
+            continue
+        if len(tokens) == 1 or len(tokens) > 2:
+            message = (
+                f"{path}:{lineno}: {'Missing value' if len(tokens) == 1 else 'Too many values'}"
+            )
+            if hard:
+                raise EndlesshError(message)
+            warn(message)
+            continue
+        key, value = tokens
+        if key in ENDLESSH_SETTERS:
+            endlessh_set(cfg, key, value, warn, hard)
+        elif key == "BindFamily":
+            endlessh_family(cfg, value, warn, hard)
+        elif key == "LogLevel":
+            level = _endlessh_int(value, 0, 2)
+            if level is None:
+                message = f"{path}:{lineno}: Invalid log level '{value}'"
+                if hard:
+                    raise EndlesshError(message)
+                warn(message)
+            else:
+                cfg.log_level = level
+        else:
+            warn(f"{path}:{lineno}: Unknown option '{key}'")
+
+
+def state_dir() -> str:
+    """Where tarry keeps its files: $XDG_STATE_HOME/tarry, else /var/lib/tarry."""
+    xdg = os.environ.get("XDG_STATE_HOME")
+    if xdg:
+        return os.path.join(xdg, "tarry")
+    if os.geteuid() == 0:
+        return "/var/lib/tarry"
+    return os.path.join(os.path.expanduser("~"), ".local", "state", "tarry")

@@ -1,0 +1,885 @@
+"""The engine: listeners, accept, one scheduler for every client, the client table.
+
+Why it looks like this: a tarpit waits 99.999% of the time, so memory per held
+client is what counts. There is no coroutine, Task, Transport or socket object
+per client. A client is a raw non-blocking fd and one row in column arrays
+indexed by fd (about 50 bytes). One private epoll watches every client for
+input and hang-ups, and the asyncio loop watches that epoll's single fd. One
+timer wheel (buckets of fds keyed by due time) serves every client, and the
+asyncio loop holds just one timer for its earliest bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import heapq
+import math
+import os
+import resource
+import select
+import socket
+import sys
+import time
+from array import array
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .bait import Bait, Step, TarpitSpec, sanitise
+from .events import ACCEPT, CLOSE, TOTALS, Bus, Event, Notes
+
+READ_CHUNK = 1 << 16  # one read; peer input is discarded after the bait has seen it
+READS_PER_EVENT = 4  # bound the work one busy peer can cause per loop turn
+ACCEPT_BATCH = 128  # accepts per wake-up, so a flood cannot starve timers
+EPOLL_BATCH = 1024
+PENDING_MAX = 1 << 16  # unsent bytes kept for a peer that does not read
+NOTES_MAX = 16
+GROW = 1024  # table rows added at a time
+_IN = select.EPOLLIN | select.EPOLLRDHUP
+_INOUT = _IN | select.EPOLLOUT
+_FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_V4MAPPED = b"\0" * 10 + b"\xff\xff"
+
+
+class BindError(Exception):
+    """A listen address could not be bound; the message says why in words."""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``host:port`` with ``[v6]:port``; host ``*`` or empty means every address."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise ValueError("must be host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            raise ValueError("brackets are only for IPv6 addresses")
+    elif ":" in host:
+        raise ValueError("an IPv6 address must be in brackets, e.g. [::1]:2222")
+    if host in ("", "*"):
+        host = "*"
+    else:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                socket.inet_pton(family, host)
+                break
+            except OSError:
+                continue
+        else:
+            raise ValueError(f"{host!r} is not an IP address (or * for every address)")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port {port_text!r} is not a number from 0 to 65535")
+    return host, int(port_text)
+
+
+def format_address(family: int, host: str, port: int) -> str:
+    return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+
+
+def bind_listener(text: str) -> socket.socket:
+    """A listening socket for ``text``: ``*`` is dual-stack where IPv6 exists;
+    ``[::]`` is IPv6 only, so it can sit beside ``0.0.0.0`` on the same port."""
+    host, port = parse_address(text)
+    if host == "*":
+        if socket.has_ipv6:
+            try:
+                return _bind(socket.AF_INET6, "::", port, v6only=False)
+            except BindError as exc:
+                if not isinstance(exc.__cause__, OSError) or exc.__cause__.errno not in (
+                    errno.EAFNOSUPPORT,
+                    errno.EADDRNOTAVAIL,
+                ):
+                    raise
+        return _bind(socket.AF_INET, "0.0.0.0", port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return _bind(family, host, port, v6only=True)
+
+
+def _bind(family: int, host: str, port: int, v6only: bool = True) -> socket.socket:
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise BindError(f"cannot create a socket: {exc.strerror}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+        tune_listener(sock)
+        sock.bind((host, port))
+        sock.listen(min(socket.SOMAXCONN * 16, 65535))
+    except OSError as exc:
+        sock.close()
+        where = format_address(family, host, port)
+        if exc.errno == errno.EADDRINUSE:
+            why = f"{where}: address already in use"
+        elif exc.errno == errno.EACCES and port < 1024:
+            why = (
+                f"{where}: permission denied (ports below 1024 need root or "
+                "CAP_NET_BIND_SERVICE; or use systemd socket activation)"
+            )
+        else:
+            why = f"{where}: {exc.strerror or exc}"
+        raise BindError(why) from exc
+    return sock
+
+
+def tune_listener(sock: socket.socket) -> None:
+    """Accepted sockets inherit these: tiny buffers, so a peer that floods us or
+    never reads costs the least kernel memory, and no Nagle delay on drips."""
+    sock.setblocking(False)
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, 1)
+        except OSError:
+            pass
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+
+
+@dataclass(eq=False)
+class Tarpit:
+    """One ``[[tarpit]]`` table: a bait, a client cap and its listeners."""
+
+    spec: TarpitSpec
+    bait: Bait
+    held: int = 0
+    listeners: list[Listener] = field(default_factory=list)
+    retired: bool = False
+
+
+@dataclass(eq=False)
+class Listener:
+    index: int
+    tarpit: Tarpit
+    config_address: str
+    sock: socket.socket | None
+    address: str = ""
+    family: int = socket.AF_INET
+    reading: bool = False
+    held: int = 0
+
+    @property
+    def fd(self) -> int:
+        return self.sock.fileno() if self.sock else -1
+
+
+class Interner:
+    """Reference-counted notes, so clients that revealed the same thing (most
+    send one of a few SSH identification strings) share one tuple."""
+
+    def __init__(self) -> None:
+        self.ids: dict[Notes, int] = {}
+        self.items: list[Notes | None] = [()]
+        self.refs = array("I", [0])
+        self.free: list[int] = []
+
+    def acquire(self, notes: Notes) -> int:
+        i = self.ids.get(notes)
+        if i is None:
+            if self.free:
+                i = self.free.pop()
+                self.items[i] = notes
+                self.refs[i] = 0
+            else:
+                i = len(self.items)
+                self.items.append(notes)
+                self.refs.append(0)
+            self.ids[notes] = i
+        self.refs[i] += 1
+        return i
+
+    def release(self, i: int) -> None:
+        if i == 0:
+            return
+        self.refs[i] -= 1
+        if self.refs[i] == 0:
+            notes = self.items[i]
+            self.items[i] = None
+            del self.ids[notes]  # type: ignore[arg-type]
+            self.free.append(i)
+
+
+class Engine:
+    """Holds clients for every tarpit in one asyncio loop."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        write_timeout: float = 300.0,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.bus = bus
+        self.write_timeout = write_timeout
+        self.loop = loop or asyncio.get_event_loop()
+        self.tarpits: list[Tarpit] = []
+        self.listeners: list[Listener | None] = [None]  # index 0 means "free row"
+        self.ep = select.epoll()
+        self._buf = bytearray(READ_CHUNK)
+        self._view = memoryview(self._buf)
+        # the client table: one row per fd
+        self.cap = 0
+        self.lst = array("H")  # listener index, 0 = no client on this fd
+        self.t0 = array("d")  # accept time (loop clock)
+        self.due = array("d")  # next tick (loop clock); -1 = none pending
+        self.sent = array("I")  # bytes sent, low 32 bits (see _high)
+        self.recv = array("I")  # bytes received, low 32 bits
+        self.state = array("I")  # the bait's state word
+        self.note = array("I")  # notes id in the interner, 0 = none
+        self.port = array("H")
+        self.addr = bytearray()  # 16 bytes per row, IPv4 as v4-mapped
+        # rare, sparse extras
+        self.objs: dict[int, Any] = {}
+        self.pending: dict[int, tuple[bytes, float]] = {}
+        self._high: dict[int, list[int]] = {}  # fd -> [sent_hi, recv_hi] beyond 2**32
+        self._deferred: set[int] = set()  # ticks held back while a write is pending
+        self.notes = Interner()
+        # the timer wheel
+        self.quantum = 0.01
+        self._buckets: dict[int, array] = {}
+        self._keys: list[int] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_key = -1
+        # totals, as endlessh keeps them
+        self.held = 0
+        self.connects = 0
+        self.closed_seconds = 0.0
+        self.bytes_sent = 0
+        self._fd_pause: asyncio.TimerHandle | None = None
+        self._fd_backoff = 0.0
+        self.running = False
+        self.log: Callable[[str], None] = lambda msg: print(f"tarry: {msg}", file=sys.stderr)
+
+    # ---- set-up ---------------------------------------------------------------
+
+    def start(self) -> None:
+        raise_fd_limit()
+        self.loop.add_reader(self.ep.fileno(), self._on_epoll)
+        self.running = True
+        for listener in self.listeners:
+            if listener is not None and listener.sock is not None:
+                self._resume(listener)
+
+    def add_tarpit(
+        self, spec: TarpitSpec, bait: Bait, socks: Iterable[tuple[str, socket.socket]]
+    ) -> Tarpit:
+        tarpit = Tarpit(spec, bait)
+        self.tarpits.append(tarpit)
+        for config_address, sock in socks:
+            self._add_listener(tarpit, config_address, sock)
+        self._retune()
+        return tarpit
+
+    def _add_listener(self, tarpit: Tarpit, config_address: str, sock: socket.socket) -> Listener:
+        tune_listener(sock)
+        host, port = sock.getsockname()[:2]
+        try:
+            index = self.listeners.index(None, 1)
+        except ValueError:
+            index = len(self.listeners)
+            self.listeners.append(None)
+        listener = Listener(index, tarpit, config_address, sock)
+        listener.family = sock.family
+        listener.address = format_address(sock.family, host, port)
+        self.listeners[index] = listener
+        tarpit.listeners.append(listener)
+        if self.running:
+            self._resume(listener)
+        return listener
+
+    def _retune(self) -> None:
+        """Size the wheel's buckets to about 1% of the shortest delay, so one
+        timer callback serves many clients while lines go out at most 1% late."""
+        live = [t.spec.delay for t in self.tarpits if not t.retired]
+        quantum = min(0.1, max(0.001, min(live, default=1.0) / 100))
+        if quantum != self.quantum:
+            self.quantum = quantum
+            self._rebuild_wheel()
+
+    # ---- the client table -----------------------------------------------------
+
+    def _grow(self, fd: int) -> None:
+        rows = (fd // GROW + 1) * GROW - self.cap
+        self.lst.extend(array("H", bytes(2 * rows)))
+        self.t0.extend(array("d", bytes(8 * rows)))
+        self.due.extend(array("d", bytes(8 * rows)))
+        for col in (self.sent, self.recv, self.state, self.note):
+            col.extend(array("I", bytes(4 * rows)))
+        self.port.extend(array("H", bytes(2 * rows)))
+        self.addr.extend(bytes(16 * rows))
+        self.cap += rows
+
+    def host(self, fd: int) -> str:
+        raw = bytes(self.addr[16 * fd : 16 * fd + 16])
+        listener = self.listeners[self.lst[fd]]
+        if listener is not None and listener.family == socket.AF_INET6:
+            return socket.inet_ntop(socket.AF_INET6, raw)
+        return socket.inet_ntop(socket.AF_INET, raw[12:])
+
+    def counters(self, fd: int) -> tuple[int, int]:
+        hi = self._high.get(fd)
+        if hi is None:
+            return self.sent[fd], self.recv[fd]
+        return self.sent[fd] + hi[0], self.recv[fd] + hi[1]
+
+    def _count(self, col: array, which: int, fd: int, n: int) -> None:
+        v = col[fd] + n
+        if v > 0xFFFFFFFF:
+            hi = self._high.setdefault(fd, [0, 0])
+            hi[which] += v & ~0xFFFFFFFF
+            v &= 0xFFFFFFFF
+        col[fd] = v
+
+    # ---- accept ---------------------------------------------------------------
+
+    def _resume(self, listener: Listener) -> None:
+        if not listener.reading and listener.sock is not None and self._fd_pause is None:
+            self.loop.add_reader(listener.fd, self._on_accept, listener)
+            listener.reading = True
+
+    def _pause(self, listener: Listener) -> None:
+        if listener.reading:
+            self.loop.remove_reader(listener.fd)
+            listener.reading = False
+
+    def _on_accept(self, listener: Listener) -> None:
+        tarpit = listener.tarpit
+        sock = listener.sock
+        if sock is None:
+            return
+        for _ in range(ACCEPT_BATCH):
+            if tarpit.held >= tarpit.spec.max_clients:
+                # new clients wait in the kernel backlog, as with endlessh
+                for other in tarpit.listeners:
+                    self._pause(other)
+                return
+            try:
+                conn, peer = sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in _FD_ERRORS:
+                    self._out_of_fds(exc)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR):
+                    continue
+                self.log(f"accept on {listener.address}: {exc.strerror or exc}")
+                return
+            self._fd_backoff = 0.0
+            fd = conn.detach()
+            try:
+                os.set_blocking(fd, False)
+                self.ep.register(fd, _IN)
+            except OSError as exc:  # out of kernel memory for epoll, or the peer is gone
+                self.log(f"could not register a client: {exc.strerror or exc}")
+                os.close(fd)
+                continue
+            self._admit(listener, fd, peer)
+
+    def _out_of_fds(self, exc: OSError) -> None:
+        """Stop accepting for a while rather than spin; held clients are kept."""
+        first = self._fd_backoff == 0.0
+        self._fd_backoff = min(5.0, max(0.1, self._fd_backoff * 2))
+        if first:
+            self.log(
+                f"accept: {exc.strerror} with {self.held} clients held; "
+                "pausing accepts until descriptors free up"
+            )
+        for listener in self.listeners:
+            if listener is not None:
+                self._pause(listener)
+        if self._fd_pause is None:
+            self._fd_pause = self.loop.call_later(self._fd_backoff, self._fd_resume)
+
+    def _fd_resume(self) -> None:
+        self._fd_pause = None
+        for listener in self.listeners:
+            if listener is not None and listener.tarpit.held < listener.tarpit.spec.max_clients:
+                self._resume(listener)
+
+    def _admit(self, listener: Listener, fd: int, peer: tuple[Any, ...]) -> None:
+        if fd >= self.cap:
+            self._grow(fd)
+        host, port = peer[0], peer[1]
+        if ":" in host:
+            raw = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+        else:
+            raw = _V4MAPPED + socket.inet_pton(socket.AF_INET, host)
+        now = self.loop.time()
+        tarpit = listener.tarpit
+        self.lst[fd] = listener.index
+        self.t0[fd] = now
+        self.due[fd] = -1.0
+        self.sent[fd] = 0
+        self.recv[fd] = 0
+        self.state[fd] = 0
+        self.note[fd] = 0
+        self.port[fd] = port
+        self.addr[16 * fd : 16 * fd + 16] = raw
+        self.held += 1
+        tarpit.held += 1
+        listener.held += 1
+        self.connects += 1
+        self.bus.emit(
+            Event(
+                ACCEPT,
+                time.time(),
+                tarpit.spec.protocol,
+                listener.address,
+                host,
+                port,
+                fd,
+                clients=tarpit.held,
+                max_clients=tarpit.spec.max_clients,
+            )
+        )
+        peer_ip = host[7:] if host.startswith("::ffff:") and "." in host else host
+        self._run(fd, tarpit.bait.open, (peer_ip,), now)
+
+    # ---- input ----------------------------------------------------------------
+
+    def _on_epoll(self) -> None:
+        try:
+            ready = self.ep.poll(0, EPOLL_BATCH)
+        except InterruptedError:
+            return
+        for fd, mask in ready:
+            if fd >= self.cap or not self.lst[fd]:
+                continue
+            if mask & select.EPOLLOUT and fd in self.pending:
+                now = self.loop.time()
+                if self._flush(fd, now) and fd in self._deferred:
+                    self._deferred.discard(fd)
+                    self._schedule(fd, now)  # the tick that waited for room
+                if not self.lst[fd]:
+                    continue
+            if mask & (select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR):
+                self._on_readable(fd)
+
+    def _on_readable(self, fd: int) -> None:
+        buf = self._buf
+        for _ in range(READS_PER_EVENT):
+            try:
+                n = os.readv(fd, (buf,))
+            except BlockingIOError:
+                return
+            except ConnectionResetError:
+                self._close(fd, "reset")
+                return
+            except OSError:
+                self._close(fd, "error")
+                return
+            if n == 0:
+                self._close(fd, "closed")
+                return
+            self._count(self.recv, 1, fd, n)
+            listener = self.listeners[self.lst[fd]]
+            assert listener is not None
+            now = self.loop.time()
+            data = bytes(self._view[:n])
+            args = (self.state[fd], self.objs.get(fd), data, now - self.t0[fd])
+            self._run(fd, listener.tarpit.bait.feed, args, now)
+            if not self.lst[fd]:
+                return
+            if n < READ_CHUNK:
+                return
+
+    # ---- the bait's steps -----------------------------------------------------
+
+    def _run(self, fd: int, call: Callable[..., Step], args: tuple[Any, ...], now: float) -> None:
+        """Call the bait and carry out its step; a bait bug closes one client, never the engine."""
+        try:
+            step = call(*args)
+            state, out, delay, obj, close, notes = step[:6]
+            self.state[fd] = state
+        except Exception as exc:
+            self.log(f"bait {call.__qualname__} failed: {exc!r}")
+            self._close(fd, "error")
+            return
+        if obj is None:
+            if fd in self.objs:
+                del self.objs[fd]
+        else:
+            self.objs[fd] = obj
+        if notes:
+            self._merge_notes(fd, notes)
+        if out and not self._send(fd, out, now):
+            return
+        if close:
+            if fd in self.pending:
+                # let the last words go out, then close at the next tick
+                self._schedule(fd, now)
+                self.state[fd] = state
+                self.objs[fd] = _Closing
+            else:
+                self._close(fd, "bait")
+            return
+        if delay is not None:
+            self._schedule(fd, now + delay)
+
+    def _merge_notes(self, fd: int, new: tuple[tuple[str, str | bytes], ...]) -> None:
+        old_id = self.note[fd]
+        old = self.notes.items[old_id] or ()
+        merged = dict(old)
+        for key, value in new:
+            if key in merged or len(merged) < NOTES_MAX:
+                merged[str(key)[:32]] = sanitise(value)
+        notes = tuple(merged.items())
+        if notes != old:
+            self.note[fd] = self.notes.acquire(notes)
+            self.notes.release(old_id)
+
+    def _send(self, fd: int, data: bytes, now: float) -> bool:
+        """Write now or keep at most one unit; False when the client is gone."""
+        if fd in self.pending:
+            pend, since = self.pending[fd]
+            if len(pend) + len(data) > PENDING_MAX:
+                self._close(fd, "write-timeout")
+                return False
+            self.pending[fd] = (pend + data, since)
+            return True
+        try:
+            n = os.write(fd, data)
+        except BlockingIOError:
+            n = 0
+        except (BrokenPipeError, ConnectionResetError):
+            self._close(fd, "reset")
+            return False
+        except OSError:
+            self._close(fd, "error")
+            return False
+        if n:
+            self._count(self.sent, 0, fd, n)
+            self.bytes_sent += n
+        if n < len(data):
+            self.pending[fd] = (data[n:], now)
+            self.ep.modify(fd, _INOUT)
+        return True
+
+    def _flush(self, fd: int, now: float) -> bool:
+        """Retry a pending write; True when nothing is left pending."""
+        data, since = self.pending.pop(fd)
+        if not self._send(fd, data, since):
+            return False
+        if fd in self.pending:
+            if now - since >= self.write_timeout:
+                self._close(fd, "write-timeout")
+            return False
+        self.ep.modify(fd, _IN)
+        return True
+
+    # ---- the timer wheel ------------------------------------------------------
+
+    def _schedule(self, fd: int, due: float) -> None:
+        self.due[fd] = due
+        key = math.ceil(due / self.quantum)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = array("i")
+            heapq.heappush(self._keys, key)
+            if self._timer is None or key < self._timer_key:
+                self._arm(key)
+        bucket.append(fd)
+
+    def _arm(self, key: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_key = key
+        self._timer = self.loop.call_at(key * self.quantum, self._on_timer)
+
+    def _rebuild_wheel(self) -> None:
+        self._buckets.clear()
+        self._keys.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for fd in range(self.cap):
+            if self.lst[fd] and self.due[fd] >= 0:
+                self._schedule(fd, self.due[fd])
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        limit = math.floor(now / self.quantum + 1e-6)  # the loop may wake a hair early
+        keys = self._keys
+        buckets = self._buckets
+        q = self.quantum
+        due = self.due
+        lst = self.lst
+        while keys and keys[0] <= limit:
+            key = heapq.heappop(keys)
+            for fd in buckets.pop(key):
+                # skip stale rows: the client left, or was rescheduled
+                if lst[fd] and due[fd] >= 0 and math.ceil(due[fd] / q) == key:
+                    due[fd] = -1.0
+                    self._tick(fd, now)
+        if keys:
+            self._arm(keys[0])
+
+    def _tick(self, fd: int, now: float) -> None:
+        if fd in self.pending and not self._flush(fd, now):
+            if self.lst[fd]:
+                _, since = self.pending[fd]
+                self._deferred.add(fd)
+                self._schedule(fd, since + self.write_timeout)
+            return
+        self._deferred.discard(fd)
+        obj = self.objs.get(fd)
+        if obj is _Closing:
+            self._close(fd, "bait")
+            return
+        listener = self.listeners[self.lst[fd]]
+        assert listener is not None
+        self._run(fd, listener.tarpit.bait.tick, (self.state[fd], obj, now - self.t0[fd]), now)
+
+    # ---- close ----------------------------------------------------------------
+
+    def _close(self, fd: int, reason: str) -> None:
+        listener = self.listeners[self.lst[fd]]
+        assert listener is not None
+        now = self.loop.time()
+        duration = now - self.t0[fd]
+        sent, received = self.counters(fd)
+        note_id = self.note[fd]
+        event = Event(
+            CLOSE,
+            time.time(),
+            listener.tarpit.spec.protocol,
+            listener.address,
+            self.host(fd),
+            self.port[fd],
+            fd,
+            duration=duration,
+            sent=sent,
+            received=received,
+            reason=reason,
+            notes=self.notes.items[note_id] or (),
+        )
+        self.lst[fd] = 0
+        self.due[fd] = -1.0
+        self.notes.release(note_id)
+        self.note[fd] = 0
+        self.objs.pop(fd, None)
+        self.pending.pop(fd, None)
+        self._deferred.discard(fd)
+        self._high.pop(fd, None)
+        try:
+            os.close(fd)  # also leaves the epoll set
+        except OSError:
+            pass
+        self.held -= 1
+        self.closed_seconds += duration
+        tarpit = listener.tarpit
+        tarpit.held -= 1
+        listener.held -= 1
+        self.bus.emit(event)
+        if listener.sock is None and listener.held == 0:
+            self._drop_listener(listener)
+        if tarpit.retired:
+            if tarpit.held == 0:
+                self._forget(tarpit)
+        elif tarpit.held < tarpit.spec.max_clients:
+            for other in tarpit.listeners:
+                self._resume(other)
+
+    def clients(self) -> Iterable[int]:
+        lst = self.lst
+        return [fd for fd in range(self.cap) if lst[fd]]
+
+    def close_all(self, reason: str = "shutdown") -> None:
+        for fd in self.clients():
+            self._close(fd, reason)
+
+    # ---- totals, reload, shutdown ---------------------------------------------
+
+    def totals(self) -> Event:
+        now = self.loop.time()
+        held_seconds = sum(now - self.t0[fd] for fd in self.clients())
+        return Event(
+            TOTALS,
+            time.time(),
+            connects=self.connects,
+            duration=self.closed_seconds + held_seconds,
+            sent=self.bytes_sent,
+        )
+
+    def emit_totals(self) -> None:
+        self.bus.emit(self.totals())
+
+    def apply(
+        self,
+        pairs: list[tuple[TarpitSpec, Bait]],
+        bind: Callable[[str], socket.socket],
+        release_removed: bool = True,
+    ) -> None:
+        """Move to a new set of tarpits without dropping anyone who stays.
+
+        A tarpit that keeps its name (or, unnamed, its protocol and addresses)
+        is updated in place: its held clients go on with the new bait, so a new
+        delay applies from each client's next tick. Listening sockets whose
+        address stays are handed over, never re-bound. Clients of removed
+        listeners are released with a CLOSE unless ``release_removed`` is off
+        (endlessh keeps them when its port changes). New addresses are bound
+        before anything changes, so a failed bind leaves the old set running.
+        """
+        live = {
+            lst.config_address: lst
+            for lst in self.listeners
+            if lst is not None and lst.sock is not None
+        }
+        needed = {addr for spec, _ in pairs for addr in spec.listen}
+        pool: dict[str, socket.socket] = {}
+        try:
+            for addr in sorted(needed - live.keys()):
+                pool[addr] = bind(addr)
+        except BaseException:
+            for sock in pool.values():
+                sock.close()
+            raise
+        unmatched = [t for t in self.tarpits if not t.retired]
+        plan: list[tuple[Tarpit | None, TarpitSpec, Bait]] = []
+        for spec, bait in pairs:
+            old = next((t for t in unmatched if _same_tarpit(t.spec, spec)), None)
+            if old is not None:
+                unmatched.remove(old)
+            plan.append((old, spec, bait))
+        for tarpit in unmatched:
+            tarpit.retired = True
+        for tarpit in [t for t, _, _ in plan if t is not None] + unmatched:
+            keep = (
+                set() if tarpit.retired else set(next(s for t, s, _ in plan if t is tarpit).listen)
+            )
+            for listener in list(tarpit.listeners):
+                if listener.sock is not None and listener.config_address not in keep:
+                    sock = self._unlisten(listener)
+                    if listener.config_address in needed:
+                        pool[listener.config_address] = sock
+                    else:
+                        sock.close()
+                    if release_removed:
+                        self._release(lambda fd, lst=listener: self.lst[fd] == lst.index)
+        for tarpit in unmatched:
+            if tarpit.held == 0:
+                self._forget(tarpit)
+        for old, spec, bait in plan:
+            if old is None:
+                self.add_tarpit(spec, bait, [(addr, pool.pop(addr)) for addr in spec.listen])
+                continue
+            have = {lst.config_address for lst in old.listeners if lst.sock is not None}
+            old.spec = spec
+            old.bait = bait
+            for addr in spec.listen:
+                if addr not in have:
+                    self._add_listener(old, addr, pool.pop(addr))
+            if old.held < spec.max_clients:
+                for listener in old.listeners:
+                    self._resume(listener)
+        for sock in pool.values():
+            sock.close()
+        self._retune()
+
+    def _release(self, which: Callable[[int], bool]) -> None:
+        for fd in self.clients():
+            if which(fd):
+                self._close(fd, "reload")
+
+    def _unlisten(self, listener: Listener) -> socket.socket:
+        """Detach a listener's socket; the listener stays while it has clients."""
+        self._pause(listener)
+        sock = listener.sock
+        assert sock is not None
+        listener.sock = None
+        if listener.held == 0:
+            self._drop_listener(listener)
+        return sock
+
+    def _drop_listener(self, listener: Listener) -> None:
+        if listener in listener.tarpit.listeners:
+            listener.tarpit.listeners.remove(listener)
+        if self.listeners[listener.index] is listener:
+            self.listeners[listener.index] = None
+
+    def _forget(self, tarpit: Tarpit) -> None:
+        if tarpit in self.tarpits:
+            self.tarpits.remove(tarpit)
+
+    def stop(self) -> None:
+        """Close every client (a CLOSE each), then log TOTALS."""
+        for listener in list(self.listeners):
+            if listener is not None and listener.sock is not None:
+                self._unlisten(listener).close()
+        self.close_all("shutdown")
+        self.emit_totals()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._fd_pause is not None:
+            self._fd_pause.cancel()
+            self._fd_pause = None
+        if self.running:
+            self.loop.remove_reader(self.ep.fileno())
+            self.running = False
+        self.ep.close()
+
+    def snapshot(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The longest-held current clients, as plain data (for the dashboard)."""
+        now = self.loop.time()
+        rows = sorted(self.clients(), key=lambda fd: self.t0[fd])[:limit]
+        out = []
+        for fd in rows:
+            listener = self.listeners[self.lst[fd]]
+            assert listener is not None
+            sent, received = self.counters(fd)
+            out.append(
+                {
+                    "proto": listener.tarpit.spec.protocol,
+                    "listener": listener.address,
+                    "host": self.host(fd),
+                    "port": self.port[fd],
+                    "age": now - self.t0[fd],
+                    "sent": sent,
+                    "received": received,
+                    "notes": dict(self.notes.items[self.note[fd]] or ()),
+                }
+            )
+        return out
+
+    def held_by_protocol(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for tarpit in self.tarpits:
+            out[tarpit.spec.protocol] = out.get(tarpit.spec.protocol, 0) + tarpit.held
+        return out
+
+
+def _same_tarpit(old: TarpitSpec, new: TarpitSpec) -> bool:
+    """Whether held clients of ``old`` can go on under ``new``: same protocol and
+    identity, and no change to an option that gives the state word its meaning."""
+    if old.protocol != new.protocol:
+        return False
+    same = old.name == new.name if old.name or new.name else old.listen == new.listen
+    from .baits import registry
+
+    stateful = getattr(registry().get(new.protocol), "STATEFUL_OPTIONS", ())
+    return same and all(old.options.get(k) == new.options.get(k) for k in stateful)
+
+
+class _ClosingMarker:
+    """Marks a client whose bait asked to close while its last bytes were pending."""
+
+
+_Closing = _ClosingMarker()
+
+
+def raise_fd_limit() -> int:
+    """Every held client is an fd: use all the descriptors the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+        except (ValueError, OSError):
+            pass
+    return soft

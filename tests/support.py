@@ -1,0 +1,143 @@
+"""Run a real tarry process for a test and read what it logs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(program: str) -> str:
+    """The path of a real client; skip locally when it is missing, fail in CI."""
+    path = shutil.which(program)
+    if path is None:
+        if IN_CI:
+            pytest.fail(f"{program} is not installed, and CI must not skip real-client tests")
+        pytest.skip(f"{program} is not installed")
+    return path
+
+
+def need_module(name: str) -> Any:
+    try:
+        return __import__(name)
+    except ImportError:
+        if IN_CI:
+            pytest.fail(f"Python package {name} is missing, and CI must not skip real-client tests")
+        pytest.skip(f"Python package {name} is not installed")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it is truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+class Tarry:
+    """A tarry process with its stdout collected line by line."""
+
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, nofile: int | None = None
+    ) -> None:
+        self.lines: list[str] = []
+        self.err: list[str] = []
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tarry", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+            preexec_fn=None if nofile is None else lambda: _limit_fds(nofile),
+        )
+        threading.Thread(
+            target=self._pump, args=(self.proc.stdout, self.lines), daemon=True
+        ).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self.err), daemon=True).start()
+
+    def _pump(self, stream: Any, into: list[str]) -> None:
+        for line in stream:
+            with self._lock:
+                into.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = 5.0, after: int = 0) -> re.Match[str]:
+        """The first log line from index ``after`` on that matches ``pattern``."""
+        rx = re.compile(pattern)
+
+        def find() -> re.Match[str] | None:
+            with self._lock:
+                for line in self.lines[after:]:
+                    m = rx.search(line)
+                    if m:
+                        return m
+            if self.proc.poll() is not None:
+                raise AssertionError(f"tarry exited ({self.proc.returncode}): {self.err[-5:]}")
+            return None
+
+        return wait_until(find, timeout, f"a log line matching {pattern!r}")
+
+    def count(self, pattern: str) -> int:
+        rx = re.compile(pattern)
+        with self._lock:
+            return sum(1 for line in self.lines if rx.search(line))
+
+    def port(self, proto: str = "ssh", index: int = 0) -> int:
+        self.wait_for(rf"LISTEN proto={proto} ")
+        rx = re.compile(rf"LISTEN proto={proto} listener=\S*:(\d+)")
+        with self._lock:
+            ports = [int(m.group(1)) for line in self.lines if (m := rx.search(line))]
+        return ports[index]
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        time.sleep(0.05)  # let the reader threads drain the pipes
+        return self.proc.returncode
+
+    def rss_kb(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+
+def _limit_fds(n: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
+def start_tarry(config_text: str, extra_args: list[str] | None = None, **kw: Any) -> Tarry:
+    """``tarry serve`` with ``config_text`` written to a temporary file."""
+    fd, path = tempfile.mkstemp(suffix=".toml", prefix="tarry-test-")
+    with os.fdopen(fd, "w") as f:
+        f.write(config_text)
+    t = Tarry(["serve", "-c", path, *(extra_args or [])], **kw)
+    t.config_path = path  # type: ignore[attr-defined]
+    return t
