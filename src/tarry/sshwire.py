@@ -58,7 +58,9 @@ def padding_for(payload_len: int, block: int = BLOCK) -> int:
     return pad + block if pad < 4 else pad
 
 
-def frame(payload: bytes, rand: Callable[[int], bytes] = os.urandom, extra_blocks: int = 0) -> bytes:
+def frame(
+    payload: bytes, rand: Callable[[int], bytes] = os.urandom, extra_blocks: int = 0
+) -> bytes:
     """One cleartext binary packet around ``payload``, random padding."""
     pad = padding_for(len(payload)) + BLOCK * extra_blocks
     if pad > 255:
