@@ -395,6 +395,9 @@ class PatienceStore:
     def __len__(self) -> int:
         return len(self._ips)
 
+    def __bool__(self) -> bool:  # an empty store is still a store
+        return True
+
     def emit(self, event: Event) -> None:
         if not self.enabled or event.kind != CLOSE or event.proto != PROTOCOL:
             return
@@ -557,7 +560,10 @@ class SshBait:
                 out = self.version + self.kexinit.piece(0, len(self.kexinit))
                 d = self._interval(state)
                 return Step(state | KEXOUT_DONE, out, d, obj, notes=notes)
-            return Step(state, self.version, self._piece_interval(state), obj, notes=notes)
+            d = self._piece_interval(state)
+            pos = min(len(self.kexinit) - 1, max(0, _need(self.min_rate, d) - len(self.version)))
+            out = self.version + self.kexinit.piece(0, pos)
+            return Step(state | pos << POS_SHIFT, out, d, obj, notes=notes)
         wait = max(0.0, self.first_delay - age)
         notes = (*notes, ("mode", MODE_NAMES[mode]), ("pace", f"{pace:g}"))
         notes = (*notes, ("start", f"{self.first_delay:g}"))
@@ -603,7 +609,11 @@ class SshBait:
         end = min(total, pos + max(size, _need(self.min_rate, d)))
         out = self.kexinit.piece(pos, end)
         if end >= total:
-            return Step((state & LOW_MASK) | KEXOUT_DONE, out, self._interval(state), obj)
+            d = self._interval(state)
+            short = _need(self.min_rate, d) - len(out)
+            if short > 0:
+                out += self._ignore(short)
+            return Step((state & LOW_MASK) | KEXOUT_DONE, out, d, obj)
         return Step((state & LOW_MASK) | end << POS_SHIFT, out, d, obj)
 
     def _ignore(self, need: int) -> bytes:
