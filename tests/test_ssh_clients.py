@@ -10,6 +10,7 @@ line of a cell is known, and all cells run at once to keep the test short.
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -225,3 +226,79 @@ def test_every_mode_against_every_client() -> None:
         if cell[1] in ("kex", "adaptive") and cell[0] not in ("asyncssh",):
             line = tarry.wait_for(rf"CLOSE .* listener=127\.0\.0\.1:{ports[cell]}\b.*", 1)
             assert re.search(r" hassh=[0-9a-f]{32}\b", line.group(0)), (cell, line.group(0))
+
+
+def adaptive_config(delay: float) -> str:
+    return (
+        f'[[tarpit]]\nprotocol = "ssh"\nlisten = ["127.0.0.1:0"]\ndelay = {delay}\n'
+        f'mode = "adaptive"\nkexinit_time = {KEXINIT_TIME}\n'
+    )
+
+
+def test_adaptive_paces_a_returning_openssh_under_its_server_alive_timeout() -> None:
+    """ssh with ServerAliveInterval=1, ServerAliveCountMax=2 gives up on a server
+    silent for 2 s, even during key exchange. IGNOREs every 5 s lose it; on its
+    next visit from the same address tarry paces under 2 s and holds it."""
+    alive = ["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2"]
+    tarry = start_tarry(adaptive_config(5.0))
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        port = tarry.port("ssh")
+        cmd = [need("ssh"), *SSH_OPTS, *alive, "-p", str(port), "root@127.0.0.1", "true"]
+        first = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        procs.append(first)
+        m = tarry.wait_for(r"CLOSE .* time=(\d+\.\d+) .*reason=closed .* pace=5 ", timeout=10)
+        assert float(m.group(1)) < 5.0  # it left before our first IGNORE
+        first.communicate(timeout=5)
+        assert first.returncode == 255  # ssh failed: its ServerAlive timeout
+        second = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        procs.append(second)
+        tarry.wait_for(r"ACCEPT ", timeout=10, after=len(tarry.lines) - 1)
+        time.sleep(8.0)  # four times its patience
+        assert second.poll() is None, second.communicate()[0]
+        second.kill()
+        wait_until(lambda: tarry.count(r"CLOSE ") >= 2, timeout=5, what="the second CLOSE")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        tarry.stop()
+    paces = [float(x) for x in re.findall(r"CLOSE .* pace=([\d.]+) ", "\n".join(tarry.lines))]
+    assert paces[0] == 5.0 and 0.5 <= paces[1] < 2.0 / 1.25, paces
+
+
+def test_adaptive_gives_a_banner_grabber_no_version_on_its_next_visit() -> None:
+    tarry = start_tarry(adaptive_config(0.2))
+    try:
+        port = tarry.port("ssh")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"SSH-2.0-Grabber_1.0\r\n")
+            got = b""
+            while b"\n" not in got:
+                got += s.recv(1024)
+            assert got.startswith(b"SSH-2.0-OpenSSH_")
+        tarry.wait_for(r"CLOSE .* mode=kex ", timeout=5)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"SSH-2.0-Grabber_1.0\r\n")
+            got = b""
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and len(got) < 8:
+                got += s.recv(1024)
+            assert len(got) >= 8 and not got.startswith(b"SSH-"), got
+            assert re.match(rb"^[\x20-\x7e\r\n]+$", got), got
+        tarry.wait_for(r"CLOSE .* mode=drip ", timeout=5)
+    finally:
+        tarry.stop()

@@ -469,7 +469,10 @@ def test_store_learns_grabbers_idle_timeouts_and_count_limits() -> None:
     assert store.advice("198.51.100.1") == (DRIP, 100)
     # left 4 s into the IGNORE phase while we paced at 10 s: an idle timeout
     store.emit(close_event("198.51.100.2", 14.0, mode="kex", pace="10", start="10", hassh="x"))
-    assert store.advice("198.51.100.2") == (KEX, 30)
+    assert store.advice("198.51.100.2") == (KEX, 24)
+    # left in the second gap at pace 2 s: it waits about 2 s, so pace at 1.2 s
+    store.emit(close_event("198.51.100.2", 13.9, mode="kex", pace="2", start="10", hassh="x"))
+    assert store.advice("198.51.100.2") == (KEX, 12)
     # held for many drip ticks, then left: a count limit; kex holds it better
     store.emit(close_event("198.51.100.3", 300.0, mode="drip", pace="1", start="0"))
     assert store.advice("198.51.100.3") == (KEX, 10)
@@ -479,7 +482,7 @@ def test_store_learns_grabbers_idle_timeouts_and_count_limits() -> None:
     store.emit(ev)
     store.emit(close_event("198.51.100.5", 1.0))
     assert store.advice("198.51.100.4") is None and store.advice("198.51.100.5") is None
-    assert store.visits("198.51.100.1") == 1
+    assert store.visits("198.51.100.1") == 1 and store.visits("198.51.100.2") == 2
 
 
 def test_adaptive_paces_a_returning_address_under_its_patience() -> None:
@@ -492,14 +495,14 @@ def test_adaptive_paces_a_returning_address_under_its_patience() -> None:
     store.emit(close_event(ip, 8.0, **notes, hassh="abc"))
     again = b.open(ip)
     step = b.feed(again.state, None, b"SSH-2.0-OpenSSH_9.6\r\n", 0.0)
-    assert dict(step.notes or ())["pace"] == "4.5"
+    assert dict(step.notes or ())["pace"] == "3.6"
     state, t = step.state, 0.0
     delays = []
     for _ in range(40):
         step = b.tick(state, None, t)
         state = step.state
         delays.append(step.delay)
-    assert 3.5 <= delays[-1] <= 5.5  # 4.5 s +/- jitter: under its 6 s patience
+    assert 2.8 <= delays[-1] <= 4.4  # 3.6 s +/- jitter: under its 6 s patience
 
 
 def test_store_is_bounded_lru_and_its_memory_is_small() -> None:

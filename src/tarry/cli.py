@@ -99,6 +99,8 @@ def serve(path: str | None) -> int:
     except ConfigError as exc:
         fail(str(exc))
     sinks: list[Sink] = [TextSink(sys.stdout, extra=True)] if cfg.log_level >= 1 else []
+    for module in registry().values():  # e.g. the SSH adaptive mode's patience store
+        sinks += getattr(module, "sinks", list)()
     bus = Bus(sinks)
     current: list[Config] = [cfg]
 

@@ -359,6 +359,7 @@ def family_of(ident: bytes | None) -> str:
 
 
 PACE_MIN = 0.5  # never pace a client faster than this from what its address did
+PACE_SHARE = 0.6  # of its measured patience; even +25% jitter stays under it
 GRAB_TIME = 3.0  # under kex, leaving this soon without a KEXINIT means a banner grab
 
 
@@ -379,9 +380,10 @@ class PatienceStore:
 
     - under ``kex``, gone within GRAB_TIME without a KEXINIT: a banner grabber,
       which took our version and left, so next time ``drip`` (never a version);
-    - gone within one pace of the stall phase: an idle timeout shorter than
-      our pace, so next time pace at 3/4 of the time it waited (>= PACE_MIN);
-    - under ``banner``/``drip``, gone after several ticks: a line or byte count
+    - gone within three paces of the stall phase: an idle timeout not much
+      longer than our pace, so next time pace at PACE_SHARE of the time it
+      waited (of one pace if it survived a gap), never under PACE_MIN;
+    - under ``banner``/``drip``, gone after more ticks: a line or byte count
       limit, so next time ``kex``.
 
     Only departures by the client (reason closed or reset) teach anything.
@@ -415,9 +417,12 @@ class PatienceStore:
         code = pace_code(pace)
         if mode == KEX and not event.note("hassh") and event.duration < GRAB_TIME:
             mode = DRIP
-        elif pace > 0 and 0 < idle < 1.2 * pace:
-            code = pace_code(max(PACE_MIN, 0.75 * idle))
-        elif mode != KEX and pace > 0 and idle >= 1.2 * pace:
+        elif pace > 0 and 0 < idle < 3 * pace:
+            # left within the first few gaps: an idle timeout. It waited ``idle``
+            # in the first gap, or about one pace if it survived some gaps.
+            patience = idle if idle < 1.2 * pace else pace
+            code = pace_code(max(PACE_MIN, PACE_SHARE * patience))
+        elif mode != KEX and pace > 0 and idle >= 3 * pace:
             mode = KEX
         ip = event.ip
         old = self._ips.pop(ip, None)
