@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__
 from .bait import Bait, TarpitSpec
@@ -98,7 +98,12 @@ def serve(path: str | None) -> int:
         bound = bind_all(cfg.tarpits, where)
     except ConfigError as exc:
         fail(str(exc))
-    sinks: list[Sink] = [TextSink(sys.stdout, extra=True)] if cfg.log_level >= 1 else []
+    from .observe import ObserveError, build
+
+    try:
+        sinks, start_admin = build(cfg.sections, stdout=sys.stdout)
+    except ObserveError as exc:
+        fail(f"{cfg.path}: {exc}")
     for module in registry().values():  # e.g. the SSH adaptive mode's patience store
         sinks += getattr(module, "sinks", list)()
     bus = Bus(sinks)
@@ -109,6 +114,7 @@ def serve(path: str | None) -> int:
         for spec, bait, socks in zip(cfg.tarpits, baits, bound, strict=True):
             engine.add_tarpit(spec, bait, socks)
         announce(engine)
+        admin = await _start_admin(engine, start_admin, explicit="admin" in cfg.sections)
 
         def reload() -> None:
             if path is None:
@@ -130,10 +136,54 @@ def serve(path: str | None) -> int:
             engine.log(f"reloaded {path}")
             announce(engine)
 
-        await _serve(engine, bus, reload)
+        try:
+            await _serve(engine, bus, reload)
+        finally:
+            if admin is not None:
+                await admin.close()
 
     asyncio.run(main())
     return 0
+
+
+def live_totals(engine: Engine) -> Callable[[], dict[tuple[str, str], tuple[int, float, int]]]:
+    """Clients held now per (proto, listener), with their seconds and bytes so far:
+    lets the time and byte counters of /metrics move while clients are held."""
+
+    def live() -> dict[tuple[str, str], tuple[int, float, int]]:
+        now = engine.loop.time()
+        out: dict[tuple[str, str], list[float]] = {}
+        for fd in engine.clients():
+            listener = engine.listeners[engine.lst[fd]]
+            if listener is None:
+                continue
+            key = (listener.tarpit.spec.protocol, listener.address)
+            acc = out.setdefault(key, [0, 0.0, 0])
+            acc[0] += 1
+            acc[1] += now - engine.t0[fd]
+            acc[2] += engine.counters(fd)[0]
+        return {k: (int(v[0]), v[1], int(v[2])) for k, v in out.items()}
+
+    return live
+
+
+async def _start_admin(engine: Engine, start: Callable[..., Any] | None, explicit: bool) -> Any:
+    """The admin listener; a default one that cannot bind is a warning, a configured one fatal."""
+    if start is None:
+        return None
+    from .admin import AdminError
+
+    try:
+        admin = await start(engine.snapshot, engine.held_by_protocol, live_totals(engine))
+    except AdminError as exc:
+        if explicit:
+            fail(str(exc))
+        print(f"tarry: dashboard off: {exc}", file=sys.stderr, flush=True)
+        return None
+    print(
+        f"{stamp(time.time())} ADMIN listener={admin.host}:{admin.port} url={admin.url}", flush=True
+    )
+    return admin
 
 
 def announce(engine: Engine) -> None:
@@ -308,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "ssh":
         return ssh_main(argv[1:])
+    if argv and argv[0] == "report":
+        from .report import report_main
+
+        return report_main(argv[1:])
     parser = _Parser(
         prog="tarry",
         description="A multi-protocol network tarpit: SSH, HTTP and SMTP.",
@@ -325,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         help="endlessh drop-in (same flags: tarry ssh -h)",
         add_help=False,
     )
+    sub.add_parser("report", help="summarise the history store (tarry report -h)", add_help=False)
     sub.add_parser("default-config", help="print the embedded default config")
     p_check = sub.add_parser("check-config", help="check a config file and exit")
     p_check.add_argument("file", metavar="FILE")

@@ -169,16 +169,31 @@ def _engine_section(table: dict[str, Any], where: str) -> None:
 
 def _log_section(table: dict[str, Any], where: str) -> None:
     for key, value in table.items():
-        if key == "level":
-            if value not in LOG_LEVELS:
-                raise ConfigError(
-                    f"{where}level: must be one of {', '.join(LOG_LEVELS)}, not {value!r}"
-                )
-        else:
-            raise ConfigError(f"{where}{key}: unknown key (known: level)")
+        if key == "level" and value not in LOG_LEVELS:
+            raise ConfigError(
+                f"{where}level: must be one of {', '.join(LOG_LEVELS)}, not {value!r}"
+            )
+    _observe_section("log")(table, where)
 
 
-SECTIONS: dict[str, Section] = {"engine": _engine_section, "log": _log_section}
+def _observe_section(name: str) -> Section:
+    """[log], [history], [metrics], [geo] and [admin] are checked by tarry.observe."""
+
+    def check(table: dict[str, Any], where: str) -> None:
+        from .observe import validate_sections
+
+        errors = validate_sections({name: table})
+        if errors:
+            raise ConfigError(f"{where}{errors[0]}")
+
+    return check
+
+
+SECTIONS: dict[str, Section] = {
+    "engine": _engine_section,
+    "log": _log_section,
+    **{name: _observe_section(name) for name in ("history", "metrics", "geo", "admin")},
+}
 
 
 def parse(text: str, path: str = "<embedded defaults>") -> Config:

@@ -3,7 +3,7 @@
 Why it looks like this: a tarpit waits 99.999% of the time, so memory per held
 client is what counts. There is no coroutine, Task, Transport or socket object
 per client. A client is a raw non-blocking fd and one row in column arrays
-indexed by fd (about 50 bytes). One private epoll watches every client for
+indexed by fd (36 bytes). One private epoll watches every client for
 input and hang-ups, and the asyncio loop watches that epoll's single fd. One
 timer wheel (buckets of fds keyed by due time) serves every client, and the
 asyncio loop holds just one timer for its earliest bucket.
@@ -15,10 +15,12 @@ import asyncio
 import errno
 import heapq
 import math
+import mmap
 import os
 import resource
 import select
 import socket
+import struct
 import sys
 import time
 from array import array
@@ -39,7 +41,9 @@ GROW = 1024  # table rows added at a time
 _IN = select.EPOLLIN | select.EPOLLRDHUP
 _INOUT = _IN | select.EPOLLOUT
 _FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-_V4MAPPED = b"\0" * 10 + b"\xff\xff"
+_GONE = (BrokenPipeError, ConnectionResetError)
+KEY_MASK = 0xFFFFFFFF
+NO_TICK = KEY_MASK  # a wheel key's low 32 bits never come round to this while it matters
 
 
 class BindError(Exception):
@@ -220,17 +224,22 @@ class Engine:
         self.ep = select.epoll()
         self._buf = bytearray(READ_CHUNK)
         self._view = memoryview(self._buf)
-        # the client table: one row per fd
-        self.cap = 0
-        self.lst = array("H")  # listener index, 0 = no client on this fd
-        self.t0 = array("d")  # accept time (loop clock)
-        self.due = array("d")  # next tick (loop clock); -1 = none pending
-        self.sent = array("I")  # bytes sent, low 32 bits (see _high)
-        self.recv = array("I")  # bytes received, low 32 bits
-        self.state = array("I")  # the bait's state word
-        self.note = array("I")  # notes id in the interner, 0 = none
-        self.port = array("H")
-        self.addr = bytearray()  # 16 bytes per row, IPv4 as v4-mapped
+        # The client table: one row per possible fd, 36 bytes a row, in columns
+        # of anonymous memory. Pages become resident only when a row on them is
+        # first used, so the table costs what the clients held use, and it
+        # never moves or leaves freed holes behind as it fills.
+        self.cap = rows = table_rows(raise_fd_limit())
+        self.top = 0  # one past the highest fd used so far
+        self.lst = column("H", rows)  # listener index, 0 = no client on this fd
+        self.t0 = column("d", rows)  # accept time (loop clock)
+        self.due = column("I", rows)  # wheel key of the next tick (low 32 bits); NO_TICK = none
+        self.sent = column("I", rows)  # bytes sent, low 32 bits (see _high)
+        self.recv = column("I", rows)  # bytes received, low 32 bits
+        self.state = column("I", rows)  # the bait's state word
+        self.note = column("I", rows)  # notes id in the interner, 0 = none
+        self.port = column("H", rows)
+        self.ip4 = column("I", rows)  # the peer's IPv4 address
+        self.ip6: dict[int, bytes] = {}  # IPv6 peers (the rarer kind) cost a dict entry
         # rare, sparse extras
         self.objs: dict[int, Any] = {}
         self.pending: dict[int, tuple[bytes, float]] = {}
@@ -256,7 +265,6 @@ class Engine:
     # ---- set-up ---------------------------------------------------------------
 
     def start(self) -> None:
-        raise_fd_limit()
         self.loop.add_reader(self.ep.fileno(), self._on_epoll)
         self.running = True
         for listener in self.listeners:
@@ -296,28 +304,20 @@ class Engine:
         live = [t.spec.delay for t in self.tarpits if not t.retired]
         quantum = min(0.1, max(0.001, min(live, default=1.0) / 100))
         if quantum != self.quantum:
-            self.quantum = quantum
-            self._rebuild_wheel()
+            old, self.quantum = self.quantum, quantum
+            self._rebuild_wheel(old)
 
     # ---- the client table -----------------------------------------------------
 
-    def _grow(self, fd: int) -> None:
-        rows = (fd // GROW + 1) * GROW - self.cap
-        self.lst.extend(array("H", bytes(2 * rows)))
-        self.t0.extend(array("d", bytes(8 * rows)))
-        self.due.extend(array("d", bytes(8 * rows)))
-        for col in (self.sent, self.recv, self.state, self.note):
-            col.extend(array("I", bytes(4 * rows)))
-        self.port.extend(array("H", bytes(2 * rows)))
-        self.addr.extend(bytes(16 * rows))
-        self.cap += rows
-
     def host(self, fd: int) -> str:
-        raw = bytes(self.addr[16 * fd : 16 * fd + 16])
+        raw6 = self.ip6.get(fd)
+        if raw6 is not None:
+            return socket.inet_ntop(socket.AF_INET6, raw6)
+        dotted = socket.inet_ntoa(self.ip4[fd].to_bytes(4, "big"))
         listener = self.listeners[self.lst[fd]]
         if listener is not None and listener.family == socket.AF_INET6:
-            return socket.inet_ntop(socket.AF_INET6, raw)
-        return socket.inet_ntop(socket.AF_INET, raw[12:])
+            return "::ffff:" + dotted  # as a dual-stack socket (and endlessh) shows it
+        return dotted
 
     def counters(self, fd: int) -> tuple[int, int]:
         hi = self._high.get(fd)
@@ -325,7 +325,7 @@ class Engine:
             return self.sent[fd], self.recv[fd]
         return self.sent[fd] + hi[0], self.recv[fd] + hi[1]
 
-    def _count(self, col: array, which: int, fd: int, n: int) -> None:
+    def _count(self, col: memoryview, which: int, fd: int, n: int) -> None:
         v = col[fd] + n
         if v > 0xFFFFFFFF:
             hi = self._high.setdefault(fd, [0, 0])
@@ -401,24 +401,31 @@ class Engine:
                 self._resume(listener)
 
     def _admit(self, listener: Listener, fd: int, peer: tuple[Any, ...]) -> None:
-        if fd >= self.cap:
-            self._grow(fd)
+        if fd >= self.cap:  # only if someone raised the fd limit behind our back
+            os.close(fd)
+            return
+        if fd >= self.top:
+            self.top = fd + 1
         host, port = peer[0], peer[1]
-        if ":" in host:
-            raw = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+        if host.startswith("::ffff:") and "." in host:
+            ip4, ip6 = socket.inet_aton(host[7:]), None
+        elif ":" in host:
+            ip4, ip6 = b"\0\0\0\0", socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
         else:
-            raw = _V4MAPPED + socket.inet_pton(socket.AF_INET, host)
+            ip4, ip6 = socket.inet_aton(host), None
         now = self.loop.time()
         tarpit = listener.tarpit
         self.lst[fd] = listener.index
         self.t0[fd] = now
-        self.due[fd] = -1.0
+        self.due[fd] = NO_TICK
         self.sent[fd] = 0
         self.recv[fd] = 0
         self.state[fd] = 0
         self.note[fd] = 0
         self.port[fd] = port
-        self.addr[16 * fd : 16 * fd + 16] = raw
+        self.ip4[fd] = int.from_bytes(ip4, "big")
+        if ip6 is not None:
+            self.ip6[fd] = ip6
         self.held += 1
         tarpit.held += 1
         listener.held += 1
@@ -479,8 +486,11 @@ class Engine:
             listener = self.listeners[self.lst[fd]]
             assert listener is not None
             now = self.loop.time()
+            obj = self.objs.get(fd)
+            if obj is _Closing:
+                continue  # its last words are on the way out; input no longer matters
             data = bytes(self._view[:n])
-            args = (self.state[fd], self.objs.get(fd), data, now - self.t0[fd])
+            args = (self.state[fd], obj, data, now - self.t0[fd])
             self._run(fd, listener.tarpit.bait.feed, args, now)
             if not self.lst[fd]:
                 return
@@ -493,12 +503,18 @@ class Engine:
         """Call the bait and carry out its step; a bait bug closes one client, never the engine."""
         try:
             step = call(*args)
-            state, out, delay, obj, close, notes = step[:6]
-            self.state[fd] = state
+            self.state[fd] = step[0]
         except Exception as exc:
-            self.log(f"bait {call.__qualname__} failed: {exc!r}")
-            self._close(fd, "error")
+            self._bait_failed(fd, call, exc)
             return
+        self._apply(fd, step, now)
+
+    def _bait_failed(self, fd: int, call: Callable[..., Step], exc: Exception) -> None:
+        self.log(f"bait {getattr(call, '__qualname__', call)} failed: {exc!r}")
+        self._close(fd, "error")
+
+    def _apply(self, fd: int, step: Step, now: float) -> None:
+        state, out, delay, obj, close, notes = step[:6]
         if obj is None:
             if fd in self.objs:
                 del self.objs[fd]
@@ -545,11 +561,8 @@ class Engine:
             n = os.write(fd, data)
         except BlockingIOError:
             n = 0
-        except (BrokenPipeError, ConnectionResetError):
-            self._close(fd, "reset")
-            return False
-        except OSError:
-            self._close(fd, "error")
+        except OSError as exc:
+            self._close(fd, "reset" if isinstance(exc, _GONE) else "error")
             return False
         if n:
             self._count(self.sent, 0, fd, n)
@@ -574,8 +587,8 @@ class Engine:
     # ---- the timer wheel ------------------------------------------------------
 
     def _schedule(self, fd: int, due: float) -> None:
-        self.due[fd] = due
         key = math.ceil(due / self.quantum)
+        self.due[fd] = key & KEY_MASK
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = array("i")
@@ -590,32 +603,77 @@ class Engine:
         self._timer_key = key
         self._timer = self.loop.call_at(key * self.quantum, self._on_timer)
 
-    def _rebuild_wheel(self) -> None:
-        self._buckets.clear()
-        self._keys.clear()
+    def _rebuild_wheel(self, old_quantum: float) -> None:
+        old = self._buckets
+        self._buckets = {}
+        self._keys = []
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for fd in range(self.cap):
-            if self.lst[fd] and self.due[fd] >= 0:
-                self._schedule(fd, self.due[fd])
+        for key, bucket in old.items():
+            for fd in bucket:
+                if self.lst[fd] and self.due[fd] == key & KEY_MASK:
+                    self._schedule(fd, key * old_quantum)
 
     def _on_timer(self) -> None:
+        """Tick every client that is due. This is the hot path: the common step
+        (send a unit, come back later) is carried out inline, with locals."""
         self._timer = None
         now = self.loop.time()
-        limit = math.floor(now / self.quantum + 1e-6)  # the loop may wake a hair early
-        keys = self._keys
-        buckets = self._buckets
         q = self.quantum
-        due = self.due
-        lst = self.lst
+        limit = math.floor(now / q + 1e-6)  # the loop may wake a hair early
+        keys, buckets, heappop, ceil = self._keys, self._buckets, heapq.heappop, math.ceil
+        lst, due, t0, state, sent = self.lst, self.due, self.t0, self.state, self.sent
+        NO = NO_TICK
+        listeners, pending, objs, write = self.listeners, self.pending, self.objs, os.write
+        sent_now = 0
         while keys and keys[0] <= limit:
-            key = heapq.heappop(keys)
+            key = heappop(keys)
+            low = key & KEY_MASK
             for fd in buckets.pop(key):
                 # skip stale rows: the client left, or was rescheduled
-                if lst[fd] and due[fd] >= 0 and math.ceil(due[fd] / q) == key:
-                    due[fd] = -1.0
+                if not lst[fd] or due[fd] != low:
+                    continue
+                due[fd] = NO
+                if fd in pending or fd in objs:
                     self._tick(fd, now)
+                    continue
+                bait = listeners[lst[fd]].tarpit.bait  # type: ignore[union-attr]
+                try:
+                    step = bait.tick(state[fd], None, now - t0[fd])
+                    state[fd] = step[0]
+                except Exception as exc:
+                    self._bait_failed(fd, bait.tick, exc)
+                    continue
+                out, delay = step[1], step[2]
+                if step[3] is not None or step[4] or step[5] or not out:
+                    self._apply(fd, step, now)
+                    continue
+                try:
+                    n = write(fd, out)
+                except BlockingIOError:
+                    n = 0
+                except OSError as exc:
+                    self._close(fd, "reset" if isinstance(exc, _GONE) else "error")
+                    continue
+                v = sent[fd] + n
+                if v > 0xFFFFFFFF:
+                    self._count(sent, 0, fd, n)
+                else:
+                    sent[fd] = v
+                sent_now += n
+                if n < len(out):
+                    pending[fd] = (out[n:], now)
+                    self.ep.modify(fd, _INOUT)
+                if delay is not None:
+                    k = ceil((now + delay) / q)
+                    bucket = buckets.get(k)
+                    if bucket is None:
+                        self._schedule(fd, now + delay)
+                    else:
+                        due[fd] = k & KEY_MASK
+                        bucket.append(fd)
+        self.bytes_sent += sent_now
         if keys:
             self._arm(keys[0])
 
@@ -659,13 +717,14 @@ class Engine:
             notes=self.notes.items[note_id] or (),
         )
         self.lst[fd] = 0
-        self.due[fd] = -1.0
+        self.due[fd] = NO_TICK
         self.notes.release(note_id)
         self.note[fd] = 0
         self.objs.pop(fd, None)
         self.pending.pop(fd, None)
         self._deferred.discard(fd)
         self._high.pop(fd, None)
+        self.ip6.pop(fd, None)
         try:
             os.close(fd)  # also leaves the epoll set
         except OSError:
@@ -685,9 +744,9 @@ class Engine:
             for other in tarpit.listeners:
                 self._resume(other)
 
-    def clients(self) -> Iterable[int]:
+    def clients(self) -> list[int]:
         lst = self.lst
-        return [fd for fd in range(self.cap) if lst[fd]]
+        return [fd for fd in range(self.top) if lst[fd]]
 
     def close_all(self, reason: str = "shutdown") -> None:
         for fd in self.clients():
@@ -871,6 +930,20 @@ class _ClosingMarker:
 
 
 _Closing = _ClosingMarker()
+
+
+def table_rows(fd_limit: int) -> int:
+    """Rows for every fd the process may open (address space is cheap; only
+    touched pages are memory), within reason when the limit is huge."""
+    if fd_limit == resource.RLIM_INFINITY or fd_limit <= 0:
+        return 1 << 22
+    return min(fd_limit, 1 << 22)
+
+
+def column(fmt: str, rows: int) -> memoryview:
+    """A zero-filled typed column in anonymous memory."""
+    size = max(struct.calcsize(fmt) * rows, mmap.PAGESIZE)
+    return memoryview(mmap.mmap(-1, size)).cast(fmt)
 
 
 def raise_fd_limit() -> int:

@@ -48,6 +48,9 @@ class Event:
     """What the bait learned (SSH identification, HTTP request, SMTP envelope)."""
     connects: int = 0
     """totals: connections accepted."""
+    country: str = ""
+    """ISO 3166 alpha-2 code of the peer, filled in by the country tagger
+    (the first sink) when a lookup is configured; empty when unknown."""
 
     @property
     def ip(self) -> str:
@@ -139,6 +142,8 @@ def endlessh_line(event: Event, extra: bool) -> str:
         fields = [("proto", event.proto), ("listener", event.listener)]
         if event.kind == CLOSE:
             fields += [("received", str(event.received)), ("reason", event.reason)]
+            if event.country:
+                fields.append(("country", event.country))
             fields += list(event.notes)
         line += "".join(f" {k}={logfmt(v)}" for k, v in fields)
     return line

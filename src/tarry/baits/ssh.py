@@ -131,6 +131,10 @@ OPTIONS = {
 }
 
 
+# maps any byte onto the 95 printable characters from 0x20 to 0x7e
+_PRINTABLE = bytes(0x20 + b % 95 for b in range(256))
+
+
 class LineSource:
     """Random printable lines cut from a pool that is refreshed now and then.
 
@@ -145,22 +149,21 @@ class LineSource:
         self.max_len = max_len
         self._left = 0
         self._pool = b""
-        self._rand = random.Random(os.urandom(16))
+        self._bits = random.Random(os.urandom(16)).getrandbits
 
     def _refill(self) -> None:
-        raw = os.urandom(self.POOL)
-        # 95 printable characters from 0x20 to 0x7e
-        self._pool = bytes(0x20 + b % 95 for b in raw)
+        self._pool = os.urandom(self.POOL).translate(_PRINTABLE)
         self._left = self.REFRESH
 
     def line(self) -> bytes:
         if self._left <= 0:
             self._refill()
         self._left -= 1
-        n = self._rand.randint(1, self.max_len - 2)
-        at = self._rand.randrange(self.POOL - n)
+        bits = self._bits(40)  # one call: this runs for every line sent
+        n = bits % (self.max_len - 2) + 1
+        at = (bits >> 8) % (self.POOL - n)
         body = self._pool[at : at + n]
-        if body.startswith(b"SSH-"):
+        if body[:4] == b"SSH-":
             body = b"X" + body[1:]
         return body + b"\r\n"
 
@@ -196,8 +199,10 @@ class BannerBait:
         return Step(0, b"", jittered(self.first_delay, self.jitter))
 
     def tick(self, state: int, obj: Any, age: float) -> Step:
-        d = jittered(self.delay, self.jitter)
-        return Step(state, self.lines.at_least(_need(self.min_rate, d)), d, obj)
+        delay = jittered(self.delay, self.jitter) if self.jitter else self.delay
+        if self.min_rate:
+            return Step(state, self.lines.at_least(_need(self.min_rate, delay)), delay, obj)
+        return Step(state, self.lines.line(), delay, obj)
 
     def feed(self, state: int, obj: Any, data: bytes, age: float) -> Step:
         if state & _IDENT_DONE:

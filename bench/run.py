@@ -1,0 +1,465 @@
+"""Benchmark tarry against the naive asyncio tarpit, both measured in the same run on this machine.
+
+For each server: start it, take its idle RSS/PSS, hold N clients with bench/loadgen.py, and report
+time to accept N, userland bytes per held client (RSS and PSS delta / clients held), CPU seconds
+over a hold window (scaled to 60 s) and per line sent, and the clients still held at the end.
+Every figure comes from /proc/PID of the server, so both servers are measured the same way.
+
+Usage: python bench/run.py [-n 10000] [--window 60] [--delay 10] [--servers tarry,reference]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import queue
+import re
+import resource
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STARTED: list[subprocess.Popen] = []  # every process this runner started, to end by PID
+
+
+class BenchError(Exception):
+    pass
+
+
+# --- /proc readers ---------------------------------------------------------------------------
+
+
+def memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in bytes, from smaps_rollup."""
+    rss = pss = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key == "Rss":
+            rss = int(rest.split()[0]) * 1024
+        elif key == "Pss":
+            pss = int(rest.split()[0]) * 1024
+    return rss, pss
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole process (all threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def start(cmd: list[str], **kw) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, **kw)
+    STARTED.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM this process (by PID), then SIGKILL if it does not go in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_until(
+    cond: Callable[[], object], timeout: float, what: str, interval: float = 0.05
+) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+class LoadGen:
+    """bench/loadgen.py as a child; its JSON lines arrive on a queue from a reader thread."""
+
+    def __init__(self, port: int, n: int, procs: int, src_first: str, hold: float) -> None:
+        cmd = [
+            sys.executable,
+            str(BENCH / "loadgen.py"),
+            "--port",
+            str(port),
+            "-n",
+            str(n),
+            "--procs",
+            str(procs),
+            "--src-first",
+            src_first,
+            "--hold",
+            str(hold),
+        ]
+        self.proc = start(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.lines: queue.Queue[dict] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.lines.put(json.loads(line))
+            except ValueError:
+                print(f"  loadgen: {line.rstrip()}", file=sys.stderr)
+        self.lines.put({"event": "eof"})
+
+    def expect(self, event: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"timed out waiting for loadgen's {event!r} report")
+            try:
+                msg = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if msg.get("event") == event:
+                return msg
+            if msg.get("event") in ("eof", "error"):
+                raise BenchError(f"loadgen ended before its {event!r} report: {msg}")
+
+    def status(self) -> dict:
+        self.proc.send_signal(signal.SIGUSR1)
+        return self.expect("status", 30)
+
+
+# --- servers ---------------------------------------------------------------------------------
+
+
+def python(args: argparse.Namespace) -> list[str]:
+    """The interpreter, through bench/trim.py unless --no-trim."""
+    return [sys.executable] + ([] if args.no_trim else [str(BENCH / "trim.py")])
+
+
+def trim(proc: subprocess.Popen, log: Path) -> None:
+    """Have the server hand its free heap pages back (see trim.py) and wait until it has."""
+    mark = "BENCH-TRIMMED"
+    before = log.read_text().count(mark)
+    proc.send_signal(signal.SIGUSR2)
+    wait_until(lambda: log.read_text().count(mark) > before, 10, "the server's heap trim")
+    time.sleep(0.2)
+
+
+def start_tarry(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, Path, str]:
+    cfg = tmp / "tarry.toml"
+    cfg.write_text(
+        "[[tarpit]]\n"
+        'protocol = "ssh"\n'
+        'listen = ["127.0.0.1:0"]\n'
+        f"delay = {float(args.delay)!r}\n"
+        f"max_clients = {args.n + 100}\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
+    cmd = [*python(args), "-m", "tarry", "serve", "-c", str(cfg)]
+    log = tmp / "tarry.log"
+    with open(log, "w") as out:
+        proc = start(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+    return proc, log, r"LISTEN .*listener=127\.0\.0\.1:(\d+)"
+
+
+def start_reference(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, Path, str]:
+    cmd = [*python(args), str(BENCH / "reference_asyncio.py"), "0", str(args.delay)]
+    log = tmp / "reference.log"
+    with open(log, "w") as out:
+        proc = start(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp)
+    return proc, log, r"LISTEN 127\.0\.0\.1:(\d+)"
+
+
+SERVERS = {"tarry": start_tarry, "reference": start_reference}
+
+
+def listening_port(proc: subprocess.Popen, log: Path, pattern: str) -> int:
+    def port() -> int | None:
+        if proc.poll() is not None:
+            tail = log.read_text()[-2000:]
+            raise BenchError(f"server exited with {proc.returncode} before listening:\n{tail}")
+        m = re.search(pattern, log.read_text())
+        return int(m.group(1)) if m else None
+
+    return int(wait_until(port, 30, "the server's LISTEN line"))  # type: ignore[arg-type]
+
+
+def measure(name: str, index: int, args: argparse.Namespace) -> dict:
+    n = args.n
+    res: dict = {"server": name, "n": n}
+    with tempfile.TemporaryDirectory(prefix=f"tarry-bench-{name}-") as tmpdir:
+        proc, log, pattern = SERVERS[name](args, Path(tmpdir))
+        loadgen = None
+        try:
+            port = listening_port(proc, log, pattern)
+            pid = proc.pid
+            time.sleep(1.0)  # let start-up settle before the baseline
+            res["rss_idle_untrimmed"], res["pss_idle_untrimmed"] = memory(pid)
+            if not args.no_trim:
+                trim(proc, log)
+            fds0 = fd_count(pid)
+            rss0, pss0 = memory(pid)
+            res.update(pid=pid, port=port, rss_idle=rss0, pss_idle=pss0)
+            print(
+                f"[{name}] pid {pid} listening on 127.0.0.1:{port}, idle RSS {rss0 / 2**20:.1f}"
+                f" MiB; connecting {n} clients",
+                flush=True,
+            )
+
+            hold = args.settle + args.window + 300  # loadgen's own bound; we stop it sooner
+            loadgen = LoadGen(port, n, args.procs, f"127.{10 + index}.0.1", hold)
+            t_first = loadgen.expect("start", 60)["t"]
+            # The fd count covers both servers alike: one socket per held client, nothing else.
+            t_all: float | None = None
+            half: tuple[int, int, int] | None = None  # (held, RSS, PSS) once N/2 are held
+            deadline = time.monotonic() + args.connect_timeout
+            while time.monotonic() < deadline:
+                held = fd_count(pid) - fds0
+                if held >= n:
+                    t_all = time.monotonic()
+                    break
+                if half is None and held >= n // 2:
+                    half = (held, *memory(pid))
+                if proc.poll() is not None:
+                    raise BenchError(f"{name} exited with {proc.returncode} while accepting")
+                time.sleep(0.01)
+            connected = loadgen.expect("connected", args.connect_timeout + 60)
+            res["accept_seconds"] = None if t_all is None else t_all - t_first
+            res["loadgen_connected"] = connected["connected"]
+            res["loadgen_connect_seconds"] = connected["t"] - t_first
+            res["held_after_accept"] = fd_count(pid) - fds0
+            accept_s = "not all" if t_all is None else f"{t_all - t_first:.2f} s"
+            print(
+                f"[{name}] accepted {res['held_after_accept']}/{n} ({accept_s});"
+                f" settling {args.settle:g} s",
+                flush=True,
+            )
+            time.sleep(0.5)
+            res["rss_after_accept"], res["pss_after_accept"] = memory(pid)
+
+            time.sleep(max(0.0, (t_all or time.monotonic()) + args.settle - time.monotonic()))
+            cpu0 = cpu_seconds(pid)
+            w0 = time.monotonic()
+            lines0 = loadgen.status()["lines"]
+            res["rss_window_start"], res["pss_window_start"] = memory(pid)
+            print(f"[{name}] holding for a {args.window:g} s window", flush=True)
+            time.sleep(max(0.0, w0 + args.window - time.monotonic()))
+            cpu1 = cpu_seconds(pid)
+            w1 = time.monotonic()
+            lines1 = loadgen.status()["lines"]
+            rss1, pss1 = memory(pid)
+            held = fd_count(pid) - fds0
+
+            window = w1 - w0
+            res.update(
+                window_seconds=window,
+                cpu_seconds=cpu1 - cpu0,
+                cpu_per_60s=(cpu1 - cpu0) * 60 / window,
+                lines_nominal=n * window / args.delay,
+                lines_received=lines1 - lines0,
+                rss_end=rss1,
+                pss_end=pss1,
+                held_end=held,
+            )
+            res["rss_per_client"] = (rss1 - rss0) / held if held > 0 else None
+            res["pss_per_client"] = (pss1 - pss0) / held if held > 0 else None
+            # The cost of the second half of the clients: start-up leaves freed heap resident,
+            # which the first clients' memory can reuse unseen by the idle-to-held delta.
+            res["held_half"] = half[0] if half else None
+            res["rss_half"], res["pss_half"] = (half[1], half[2]) if half else (None, None)
+            marginal = half is not None and held > half[0]
+            res["rss_marginal"] = (rss1 - half[1]) / (held - half[0]) if marginal else None
+            res["pss_marginal"] = (pss1 - half[2]) / (held - half[0]) if marginal else None
+            res["us_per_line"] = (cpu1 - cpu0) / res["lines_nominal"] * 1e6
+            loadgen.proc.send_signal(signal.SIGTERM)
+            final = loadgen.expect("final", 60)
+            res["loadgen_open_end"] = final["open"]
+            res["loadgen_closed_by_server"] = final["closed_by_server"]
+            print(f"[{name}] done: {held} held at the end, CPU {cpu1 - cpu0:.2f} s", flush=True)
+        finally:
+            if loadgen is not None:
+                stop(loadgen.proc)
+            stop(proc)
+    return res
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def fmt(v: object, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def table(results: list[dict], args: argparse.Namespace) -> str:
+    head = (
+        "server",
+        "held end",
+        "accept N",
+        "RSS B/client",
+        "PSS B/client",
+        "RSS B/client N/2..N",
+        "CPU s/60s",
+        "µs/line",
+        "idle RSS MiB",
+    )
+    rows = [head]
+    for r in results:
+        rows.append(
+            (
+                r["server"],
+                f"{r['held_end']}/{r['n']}",
+                "n/a" if r["accept_seconds"] is None else f"{r['accept_seconds']:.2f} s",
+                fmt(r["rss_per_client"], ",.0f"),
+                fmt(r["pss_per_client"], ",.0f"),
+                fmt(r["rss_marginal"], ",.0f"),
+                f"{r['cpu_per_60s']:.2f}",
+                f"{r['us_per_line']:.1f}",
+                f"{r['rss_idle'] / 2**20:.1f}",
+            )
+        )
+    by = {r["server"]: r for r in results}
+    if "tarry" in by and "reference" in by:
+        t, ref = by["tarry"], by["reference"]
+
+        def ratio(key: str) -> str:
+            a, b = t.get(key), ref.get(key)
+            return "n/a" if a is None or not b else f"{a / b:.2f}x"
+
+        rows.append(
+            (
+                "tarry/reference",
+                "",
+                ratio("accept_seconds"),
+                ratio("rss_per_client"),
+                ratio("pss_per_client"),
+                ratio("rss_marginal"),
+                ratio("cpu_per_60s"),
+                ratio("us_per_line"),
+                "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    out = []
+    for k, row in enumerate(rows):
+        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        if k == 0:
+            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(out)
+
+
+def machine() -> dict:
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "rlimit_nofile_hard": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+        "commit": commit,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("-n", type=int, default=10000, help="clients to hold (default 10000)")
+    p.add_argument("--window", type=float, default=60.0, help="CPU hold window, seconds")
+    p.add_argument("--delay", type=float, default=10.0, help="seconds between lines")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        help="seconds between accepting N and the window (default: delay + 1)",
+    )
+    p.add_argument("--servers", default="tarry,reference", help="comma-separated, in order")
+    p.add_argument("--procs", type=int, default=0, help="loadgen processes (0: as needed)")
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the server to hold N",
+    )
+    p.add_argument(
+        "--no-trim",
+        action="store_true",
+        help="take the idle baseline without trimming the server's heap first (see trim.py)",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    args = p.parse_args(argv)
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = [s for s in args.servers if s not in SERVERS]
+    if unknown or not args.servers:
+        p.error(f"--servers: choose from {', '.join(SERVERS)}")
+    if args.n < 1 or args.window <= 0 or args.delay <= 0:
+        p.error("-n, --window and --delay must be positive")
+    if args.settle is None:
+        args.settle = args.delay + 1
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks clean up
+    command = "python " + shlex.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+    info = machine()
+    print(f"command: {command}")
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
+    results, failed = [], []
+    try:
+        for i, name in enumerate(args.servers):
+            try:
+                results.append(measure(name, i, args))
+            except BenchError as e:  # report it, and still measure the others
+                print(f"[{name}] failed: {e}", file=sys.stderr, flush=True)
+                failed.append(name)
+    finally:
+        for proc in STARTED:
+            stop(proc, 10)
+    print()
+    if not results:
+        return 1
+    print(
+        f"{args.n} clients, a line every {args.delay:g} s, CPU over a {args.window:g} s window"
+        " (scaled to 60 s); bytes per client = (RSS or PSS held - idle) / clients held"
+    )
+    print(table(results, args))
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {"command": command, "machine": info, "results": results, "failed": failed},
+                indent=2,
+            )
+            + "\n"
+        )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

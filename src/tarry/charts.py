@@ -1,0 +1,100 @@
+"""Dashboard charts as server-side SVG, drawn by pygal (the ``dashboard`` extra).
+
+Rendering takes milliseconds of pure Python, so the admin app runs it in a
+worker thread on a copy of the data (``LiveStats.chart_data``), never on the
+event loop thread.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .stats import DURATION_BUCKETS
+
+CHARTS = ("connections", "durations", "countries", "software", "world")
+
+
+def _style() -> Any:
+    from pygal.style import Style
+
+    return Style(
+        background="transparent",
+        plot_background="transparent",
+        foreground="#d8dee9",
+        foreground_strong="#eceff4",
+        foreground_subtle="#4c566a",
+        colors=("#88c0d0", "#ebcb8b", "#a3be8c", "#b48ead", "#d08770", "#5e81ac", "#bf616a"),
+        font_family="sans-serif",
+        title_font_size=14,
+        label_font_size=11,
+        major_label_font_size=11,
+        legend_font_size=11,
+    )
+
+
+def _config(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = dict(
+        style=_style(),
+        js=[],  # no script from a CDN: the SVG is inlined into the page
+        disable_xml_declaration=True,
+        width=640,
+        height=300,
+        margin=12,
+        legend_at_bottom=True,
+        truncate_legend=24,
+        print_values=False,
+        no_data_text="no data yet",
+    )
+    base.update(kw)
+    return base
+
+
+def render(name: str, data: dict[str, Any]) -> str:
+    """One chart of the dashboard as an SVG document (a string)."""
+    import pygal
+
+    if name == "connections":
+        minutes: list[int] = data["minutes"]
+        chart = pygal.StackedBar(
+            **_config(
+                title="Connections per minute (UTC)",
+                x_label_rotation=0,
+                show_minor_x_labels=False,
+                x_labels_major_every=max(1, len(minutes) // 6),
+                truncate_label=-1,
+                spacing=1,
+            )
+        )
+        chart.x_labels = [time.strftime("%H:%M", time.gmtime(m * 60)) for m in minutes]
+        for proto, counts in data["series"].items():
+            chart.add(proto, counts)
+    elif name == "durations":
+        chart = pygal.StackedBar(**_config(title="Hold durations (closed sessions)"))
+        chart.x_labels = [label for _le, label in DURATION_BUCKETS]
+        for proto, counts in data["durations"].items():
+            chart.add(proto, counts)
+    elif name == "countries":
+        top = data["countries"][:10]
+        chart = pygal.HorizontalBar(
+            **_config(title="Top countries (connections)", show_legend=False)
+        )
+        chart.x_labels = [cc for cc, _n in reversed(top)]
+        if top:
+            chart.add("connections", [n for _cc, n in reversed(top)])
+    elif name == "software":
+        top = data["families"][:10]
+        chart = pygal.HorizontalBar(**_config(title="Top client software", show_legend=False))
+        chart.x_labels = [f for f, _n in reversed(top)]
+        if top:
+            chart.add("sessions", [n for _f, n in reversed(top)])
+    elif name == "world":
+        from pygal_maps_world.maps import World
+
+        chart = World(**_config(title="Connections by country", show_legend=False, height=360))
+        values = {cc.lower(): n for cc, n in data["countries"] if len(cc) == 2 and cc != "??"}
+        if values:
+            chart.add("connections", values)
+    else:
+        raise KeyError(name)
+    return chart.render(is_unicode=True)

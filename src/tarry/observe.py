@@ -1,0 +1,343 @@
+"""Wiring of the observability sections of ``tarry.toml``: [log], [history],
+[metrics], [geo] and [admin].
+
+``validate_sections(doc)`` returns error texts naming the key (the config
+module calls it); ``build(doc)`` makes the sinks for the event bus and a starter
+for the admin listener, which the engine awaits in its loop once it can provide
+``snapshot`` and ``held``.
+
+Optional parts follow what is installed when they are not configured: without
+the ``geo`` extra there is no country, without ``metrics`` no ``/metrics``,
+without ``dashboard`` no admin listener. Configuring one explicitly without its
+extra is an error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from .admin import DEFAULT_LISTEN, bind_error
+from .events import Sink, TextSink
+from .sinks import FACILITIES, _stderr, syslog_address
+
+Report = Callable[[str], None]
+
+
+class ObserveError(Exception):
+    """An observability part cannot start; the text is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Key:
+    default: Any
+    kind: type | tuple[type, ...]
+    check: Callable[[Any], str | None] | None = None
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if v in choices else "must be one of " + ", ".join(repr(c) for c in choices)
+
+    return check
+
+
+def _at_least(low: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= low else f"must be at least {low:g}"
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be more than 0"
+
+
+def _listen(v: str) -> str | None:
+    if v == "":
+        return None  # off
+    from .admin import split_listen
+
+    try:
+        split_listen(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _syslog_address(v: str) -> str | None:
+    try:
+        syslog_address(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+NUM = (int, float)
+SECTIONS: dict[str, dict[str, Key]] = {
+    "log": {
+        "level": Key("info", str, _one_of("none", "info", "debug")),
+        "format": Key("endlessh", str, _one_of("endlessh", "json")),
+        "file": Key("", str),
+        "file_format": Key("json", str, _one_of("json", "endlessh")),
+        "syslog": Key(False, bool),
+        "syslog_address": Key("/dev/log", str, _syslog_address),
+        "syslog_facility": Key("daemon", str, _one_of(*sorted(FACILITIES))),
+        "syslog_format": Key("endlessh", str, _one_of("endlessh", "json")),
+        "syslog_tcp": Key(False, bool),
+        "buffer": Key(10000, int, _at_least(1)),
+    },
+    "history": {
+        "enabled": Key(True, bool),
+        "path": Key("", str),
+        "retention_days": Key(90, NUM, _at_least(0)),
+        "flush_interval": Key(1.0, NUM, _positive),
+        "batch": Key(1000, int, _at_least(1)),
+    },
+    "metrics": {
+        "enabled": Key(True, bool),
+        "per_ip": Key(False, bool),
+        "per_ip_max": Key(1000, int, _at_least(1)),
+        "per_ip_expiry": Key(3600.0, NUM, _positive),
+    },
+    "geo": {
+        "enabled": Key(True, bool),
+        "mmdb": Key("", str),
+    },
+    "admin": {
+        "listen": Key(DEFAULT_LISTEN, str, _listen),
+        "token": Key("", str),
+    },
+}
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if kinds == NUM:
+        return "a number"
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def validate_sections(doc: Mapping[str, Any]) -> list[str]:
+    """Errors in the observability sections of a parsed config, each naming its key."""
+    errors: list[str] = []
+    for section, keys in SECTIONS.items():
+        table = doc.get(section)
+        if table is None:
+            continue
+        if not isinstance(table, Mapping):
+            errors.append(f"[{section}] must be a table")
+            continue
+        for key, value in table.items():
+            spec = keys.get(key)
+            name = f"{section}.{key}"
+            if spec is None:
+                errors.append(f"{name}: unknown key (known: {', '.join(keys)})")
+                continue
+            kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                errors.append(f"{name}: must be {_type_name(spec.kind)}, not {value!r}")
+                continue
+            problem = spec.check(value) if spec.check else None
+            if problem:
+                errors.append(f"{name}: {problem}")
+    admin = doc.get("admin")
+    if isinstance(admin, Mapping):
+        listen = admin.get("listen", DEFAULT_LISTEN)
+        token = admin.get("token", "")
+        if isinstance(listen, str) and listen and isinstance(token, str) and not _listen(listen):
+            problem = bind_error(listen, token)
+            if problem:
+                errors.append(problem)
+    return errors
+
+
+def settings(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every key of every section, defaults filled in (after validation)."""
+    out: dict[str, dict[str, Any]] = {}
+    for section, keys in SECTIONS.items():
+        table = doc.get(section) or {}
+        out[section] = {k: table.get(k, spec.default) for k, spec in keys.items()}
+    return out
+
+
+def _have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+Starter = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class Observability:
+    """What ``build`` made: the sinks in bus order and the parts the admin app needs."""
+
+    sinks: list[Sink]
+    stats: Any
+    metrics: Any
+    registry: Any
+    history: Any
+    lookup: Any
+    admin_listen: str
+    admin_token: str
+
+
+def build(
+    doc: Mapping[str, Any],
+    stdout: TextIO | None = None,
+    report: Report = _stderr,
+) -> tuple[list[Sink], Starter | None]:
+    """Sinks for the bus, and ``start(snapshot, held, live=None)`` for the admin listener.
+
+    Raises ObserveError (one line) when a configured part cannot be used. The
+    starter is None when the admin listener is off or its extra is missing and
+    it was not configured. ``await start(...)`` returns an ``AdminServer``
+    (``.port``, ``.url``, ``await .close()``) or raises ``AdminError``.
+    """
+    admin = doc.get("admin")
+    explicit = bool(admin) and admin.get("listen", DEFAULT_LISTEN) != ""
+    if explicit and not (_have("aiohttp") and _have("pygal")):
+        raise ObserveError("[admin] needs the 'dashboard' extra (pip install 'tarry[dashboard]')")
+    obs = assemble(doc, stdout=stdout, report=report)
+    return obs.sinks, starter(obs, report)
+
+
+def assemble(
+    doc: Mapping[str, Any], stdout: TextIO | None = None, report: Report = _stderr
+) -> Observability:
+    errors = validate_sections(doc)
+    if errors:
+        raise ObserveError(errors[0])
+    cfg = settings(doc)
+    sinks: list[Sink] = []
+
+    # Country first: it fills Event.country for every sink after it.
+    from .geo import CountryTagger, GeoError, make_lookup
+
+    geo = cfg["geo"]
+    lookup = None
+    if geo["enabled"] and (geo["mmdb"] or "geo" in doc or _have("iptocc")):
+        try:
+            lookup = make_lookup(geo["mmdb"])
+        except GeoError as exc:
+            raise ObserveError(str(exc)) from exc
+        sinks.append(CountryTagger(lookup))
+
+    log = cfg["log"]
+    from .sinks import LineSink, SyslogSink
+
+    cap = log["buffer"]
+    if log["level"] == "none":
+        pass  # nothing on stdout
+    elif log["format"] == "endlessh":
+        sinks.append(TextSink(stdout, extra=True))
+    else:
+        s = LineSink(stdout or sys.stdout, "json", capacity=cap, report=report)
+        s.start()
+        sinks.append(s)
+    if log["file"]:
+        try:
+            s = LineSink(log["file"], log["file_format"], capacity=cap, report=report)
+        except OSError as exc:
+            raise ObserveError(f"log.file: {log['file']}: {exc.strerror or exc}") from exc
+        s.start()
+        sinks.append(s)
+    if log["syslog"]:
+        s = SyslogSink(
+            log["syslog_address"],
+            log["syslog_facility"],
+            log["syslog_format"],
+            tcp=log["syslog_tcp"],
+            capacity=cap,
+            report=report,
+        )
+        s.start()
+        sinks.append(s)
+
+    hist = cfg["history"]
+    history = None
+    if hist["enabled"]:
+        from .history import HistoryError, HistoryStore, default_path
+
+        try:
+            history = HistoryStore(
+                hist["path"] or default_path(),
+                retention_days=hist["retention_days"],
+                batch=hist["batch"],
+                interval=hist["flush_interval"],
+                report=report,
+            )
+        except HistoryError as exc:
+            raise ObserveError(str(exc)) from exc
+        history.start()
+        sinks.append(history)
+
+    met = cfg["metrics"]
+    metrics = registry = None
+    if met["enabled"] and ("metrics" in doc or _have("prometheus_client")):
+        from .metrics import Metrics, MetricsError
+        from .metrics import registry as make_registry
+
+        metrics = Metrics(
+            per_ip=met["per_ip"],
+            per_ip_max=met["per_ip_max"],
+            per_ip_expiry=met["per_ip_expiry"],
+            sinks=[s for s in sinks if hasattr(s, "dropped")],
+        )
+        try:
+            registry = make_registry(metrics)
+        except MetricsError as exc:
+            raise ObserveError(str(exc)) from exc
+        sinks.append(metrics)
+
+    from .stats import LiveStats
+
+    stats = LiveStats()
+    sinks.append(stats)
+    admin = cfg["admin"]
+    return Observability(
+        sinks, stats, metrics, registry, history, lookup, admin["listen"], admin["token"]
+    )
+
+
+def starter(obs: Observability, report: Report = _stderr) -> Starter | None:
+    if not obs.admin_listen:
+        return None
+    if not _have("aiohttp") or not _have("pygal"):
+        return None  # the default listener follows the extra; an explicit one is checked below
+
+    async def start(
+        snapshot: Callable[[int], list[dict[str, Any]]],
+        held: Callable[[], Mapping[str, int]],
+        live: Callable[[], Mapping[tuple[str, str], tuple[int, float, int]]] | None = None,
+    ) -> Any:
+        import asyncio
+        import time
+
+        from .admin import Admin, serve
+        from .stats import MINUTES
+
+        totals = None
+        if obs.history is not None:
+            try:
+                totals = await asyncio.to_thread(obs.history.totals)
+                since = time.time() - MINUTES * 60
+                obs.stats.seed(await asyncio.to_thread(obs.history.per_minute, since))
+            except Exception as exc:
+                report(f"tarry: history: cannot read totals: {exc}")
+        if obs.metrics is not None:
+            obs.metrics.live = live
+        admin = Admin(
+            stats=obs.stats,
+            snapshot=snapshot,
+            held=held,
+            token=obs.admin_token,
+            registry=obs.registry,
+            lookup=obs.lookup,
+            live=live,
+            history_totals=totals,
+        )
+        return await serve(admin, obs.admin_listen)
+
+    return start

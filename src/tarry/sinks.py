@@ -1,0 +1,341 @@
+"""Sinks that do I/O: JSON lines and syslog, behind a bounded buffer.
+
+The event loop thread only appends to a deque (no lock, no syscall); a writer
+thread drains it. When the writer cannot keep up (a full disk, a syslog daemon
+that stopped reading) the deque fills to its bound and further events are
+dropped and counted, never waited for. The count is reported on stderr at once
+and then at most every ``REPORT_EVERY`` seconds, and exported as the metric
+``tarry_sink_dropped_events_total``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TextIO
+
+from .events import ACCEPT, CLOSE, Event, endlessh_line, stamp
+
+REPORT_EVERY = 10.0  # seconds between two drop reports of one sink
+
+
+def _stderr(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+class ThreadedSink:
+    """A bounded buffer in front of a writer thread.
+
+    ``write(batch)`` runs on the writer thread with up to ``batch`` events; the
+    writer wakes every ``interval`` seconds, or at once when ``batch`` events are
+    waiting, so that no event waits in memory longer than about ``interval``.
+    """
+
+    name = "sink"
+    join_timeout = 5.0  # seconds close() waits for the writer
+
+    def __init__(
+        self,
+        capacity: int = 10000,
+        batch: int = 500,
+        interval: float = 0.2,
+        report: Callable[[str], None] = _stderr,
+    ) -> None:
+        self.capacity = capacity
+        self.batch = batch
+        self.interval = interval
+        self.report = report
+        self.dropped = 0
+        """Events dropped because the buffer was full (read by the metrics)."""
+        self.written = 0
+        self.failed = 0
+        """Events the writer handed to its target without success."""
+        self._buf: deque[Event] = deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self._reported = 0
+        self._report_at = 0.0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"tarry-{self.name}", daemon=True
+            )
+            self._thread.start()
+
+    # -- loop thread ---------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        buf = self._buf
+        n = len(buf)
+        if n >= self.capacity or self._stop:
+            self.dropped += 1
+            now = time.monotonic()
+            if now >= self._report_at:
+                self._report_at = now + REPORT_EVERY
+                self.report(
+                    f"tarry: {self.name} sink is not keeping up: dropped "
+                    f"{self.dropped - self._reported} events (buffer of {self.capacity} full), "
+                    f"{self.dropped} in all"
+                )
+                self._reported = self.dropped
+            return
+        buf.append(event)
+        if n + 1 == self.batch:
+            self._wake.set()
+
+    def close(self) -> None:
+        """Flush what is buffered, waiting at most ``join_timeout`` seconds."""
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(self.join_timeout)
+            if self._thread.is_alive():
+                self.report(
+                    f"tarry: {self.name} sink did not finish in {self.join_timeout:g} s; "
+                    f"{len(self._buf)} events not written"
+                )
+        else:
+            self._drain()
+        self.finish()
+        if self.dropped > self._reported:
+            self.report(f"tarry: {self.name} sink dropped {self.dropped} events in all")
+
+    # -- writer thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self._drain()
+            if self._stop and not self._buf:
+                return
+
+    def _drain(self) -> None:
+        buf = self._buf
+        while buf:
+            batch: list[Event] = []
+            while buf and len(batch) < self.batch:
+                batch.append(buf.popleft())
+            try:
+                self.write(batch)
+                self.written += len(batch)
+            except Exception as exc:  # the writer thread must survive its target
+                self.failed += len(batch)
+                self._writer_error(exc)
+
+    def _writer_error(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now >= getattr(self, "_err_at", 0.0):
+            self._err_at = now + REPORT_EVERY
+            self.report(f"tarry: {self.name} sink: {exc}")
+
+    def write(self, batch: list[Event]) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Release the target; runs once, after the writer stopped."""
+
+
+def event_dict(event: Event) -> dict[str, object]:
+    """The JSON shape of an event: flat, stable keys, IPv4 shown as IPv4."""
+    d: dict[str, object] = {
+        "time": stamp(event.time),
+        "ts": round(event.time, 3),
+        "event": event.kind,
+    }
+    if event.kind == ACCEPT or event.kind == CLOSE:
+        d.update(
+            proto=event.proto,
+            listener=event.listener,
+            host=event.ip,
+            port=event.port,
+            fd=event.fd,
+        )
+        if event.country:
+            d["country"] = event.country
+    if event.kind == ACCEPT:
+        d.update(clients=event.clients, max_clients=event.max_clients)
+    elif event.kind == CLOSE:
+        d.update(
+            duration=round(event.duration, 3),
+            sent=event.sent,
+            received=event.received,
+            reason=event.reason,
+            notes=dict(event.notes),
+        )
+    else:
+        d.update(connects=event.connects, duration=round(event.duration, 3), sent=event.sent)
+    return d
+
+
+def json_line(event: Event) -> str:
+    return json.dumps(event_dict(event), ensure_ascii=False, separators=(",", ":"))
+
+
+def _text_line(event: Event) -> str:
+    return endlessh_line(event, True)
+
+
+class LineSink(ThreadedSink):
+    """One line per event on a stream or file: JSON (for Vector, Fluent Bit, Loki
+    or ELK) or the endlessh line.
+
+    A path is opened in append mode (and reopened when logrotate moved it away);
+    a stream (stdout) is written as is, from the writer thread, so a stdout pipe
+    nobody reads does not stall the loop either.
+    """
+
+    def __init__(self, target: str | TextIO, fmt: str = "json", **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.fmt = fmt
+        self.name = "file" if isinstance(target, str) else "stdout"
+        self.path = target if isinstance(target, str) else ""
+        self._stream: TextIO | None = None if isinstance(target, str) else target
+        self._ino = 0
+        if self.path:
+            self._open()  # fail early, with the operator watching
+
+    def _open(self) -> None:
+        self._stream = open(self.path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
+        self._ino = os.fstat(self._stream.fileno()).st_ino
+
+    def _reopen_if_rotated(self) -> None:
+        try:
+            moved = os.stat(self.path).st_ino != self._ino
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            if self._stream is not None:
+                self._stream.close()
+            self._open()
+
+    def write(self, batch: list[Event]) -> None:
+        if self.path:
+            self._reopen_if_rotated()
+        stream = self._stream
+        assert stream is not None
+        line = json_line if self.fmt == "json" else _text_line
+        stream.write("".join(line(e) + "\n" for e in batch))
+        stream.flush()
+
+    def finish(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.flush()
+                if self.path:
+                    self._stream.close()
+            except (OSError, ValueError):
+                pass
+
+
+FACILITIES = logging.handlers.SysLogHandler.facility_names
+
+
+def syslog_address(spec: str) -> str | tuple[str, int]:
+    """``/dev/log`` style paths stay paths; ``host:port`` (``[v6]:port``) is UDP or TCP."""
+    if spec.startswith("/"):
+        return spec
+    host, sep, port = spec.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"not a socket path or host:port: {spec!r}")
+    return host.strip("[]"), int(port)
+
+
+class _Handler(logging.handlers.SysLogHandler):
+    """SysLogHandler whose sockets time out and whose errors are counted, not printed."""
+
+    timeout = 2.0
+
+    def __init__(self, sink: SyslogSink, **kw: object) -> None:
+        self.sink = sink
+        super().__init__(**kw)  # type: ignore[arg-type]
+
+    def createSocket(self) -> None:
+        super().createSocket()
+        if self.socket is not None:
+            self.socket.settimeout(self.timeout)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sock = self.socket
+        if sock is not None and sock.gettimeout() is None:  # reconnected by the stdlib
+            sock.settimeout(self.timeout)
+        super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.sink.failed += 1
+        exc = sys.exc_info()[1]
+        self.sink._writer_error(exc if exc is not None else OSError("send failed"))
+
+
+class SyslogSink(ThreadedSink):
+    """Events as syslog messages (the endlessh line body, or JSON), via the stdlib handler.
+
+    A syslog socket that stops reading blocks only the writer thread (each send
+    times out after a few seconds); the loop keeps buffering within the bound.
+    """
+
+    name = "syslog"
+
+    def __init__(
+        self,
+        address: str = "/dev/log",
+        facility: str = "daemon",
+        fmt: str = "endlessh",
+        tcp: bool = False,
+        **kw: object,
+    ) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.fmt = fmt
+        self.facility = FACILITIES[facility]
+        self.address = syslog_address(address)
+        self.tcp = tcp
+        self.handler: _Handler | None = None  # made on the writer thread: connecting may block
+        self._record = logging.LogRecord("tarry", logging.INFO, "", 0, "", None, None)
+
+    def _handler(self) -> _Handler:
+        addr = self.address
+        if self.tcp:
+            socktype: int | None = socket.SOCK_STREAM
+        else:
+            socktype = None if isinstance(addr, str) else socket.SOCK_DGRAM
+        handler = _Handler(self, address=addr, facility=self.facility, socktype=socktype)
+        handler.ident = f"tarry[{os.getpid()}]: "
+        if self.tcp:
+            handler.append_nul = False
+        return handler
+
+    def message(self, event: Event) -> str:
+        if self.fmt == "json":
+            return json_line(event)
+        return endlessh_line(event, True).split(" ", 1)[1]  # syslog stamps it itself
+
+    def write(self, batch: list[Event]) -> None:
+        if self.handler is None:
+            self.handler = self._handler()
+        handler = self.handler
+        rec = self._record
+        tcp = self.tcp and not handler.unixsocket
+        for event in batch:
+            msg = self.message(event)
+            rec.msg = msg + "\n" if tcp else msg  # newline framing on TCP (RFC 6587)
+            handler.emit(rec)
+
+    def finish(self) -> None:
+        if self.handler is not None:
+            try:
+                self.handler.close()
+            except OSError:
+                pass

@@ -1,0 +1,156 @@
+"""Config checks and wiring of the observability sections; metrics details."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from obs_support import session
+from tarry.events import Bus, TextSink
+from tarry.geo import CountryTagger
+from tarry.history import HistoryStore
+from tarry.metrics import Metrics, registry
+from tarry.observe import ObserveError, build, validate_sections
+from tarry.sinks import LineSink
+from tarry.software import family
+from tarry.stats import LiveStats
+
+
+@pytest.mark.parametrize(
+    ("doc", "needle"),
+    [
+        ({"admin": {"listen": "0.0.0.0:8787"}}, "is not a loopback address: set admin.token"),
+        ({"admin": {"listen": "[::]:8787", "token": ""}}, "is not a loopback address"),
+        ({"admin": {"listen": "8787"}}, "admin.listen: must be host:port"),
+        ({"admin": {"listen": "127.0.0.1:99999"}}, "admin.listen: port '99999'"),
+        ({"admin": {"tokn": "x"}}, "admin.tokn: unknown key"),
+        ({"history": {"retention_days": -1}}, "history.retention_days: must be at least 0"),
+        ({"history": {"retention_days": True}}, "history.retention_days: must be a number"),
+        ({"history": {"path": 5}}, "history.path: must be a string"),
+        ({"log": {"format": "xml"}}, "log.format: must be one of 'endlessh', 'json'"),
+        ({"log": {"syslog_address": "nohost"}}, "log.syslog_address: not a socket path"),
+        ({"log": {"syslog_facility": "kernel"}}, "log.syslog_facility: must be one of"),
+        ({"metrics": {"per_ip": "yes"}}, "metrics.per_ip: must be true or false"),
+        ({"metrics": {"per_ip_max": 0}}, "metrics.per_ip_max: must be at least 1"),
+        ({"geo": "NL"}, "[geo] must be a table"),
+    ],
+)
+def test_validation_names_the_key(doc, needle):
+    errors = validate_sections(doc)
+    assert len(errors) == 1 and needle in errors[0], errors
+
+
+def test_valid_sections_pass():
+    assert (
+        validate_sections(
+            {
+                "admin": {"listen": "0.0.0.0:8787", "token": "t0ken"},
+                "history": {"path": "/x/h.sqlite3", "retention_days": 7},
+                "log": {"level": "info", "format": "json", "syslog": True, "file": "/x.log"},
+                "metrics": {"per_ip": True, "per_ip_max": 50, "per_ip_expiry": 60},
+                "geo": {"mmdb": ""},
+            }
+        )
+        == []
+    )
+
+
+def test_build_makes_the_sinks_in_order(tmp_path):
+    out = io.StringIO()
+    sinks, start = build(
+        {
+            "history": {"path": str(tmp_path / "h.sqlite3")},
+            "log": {"file": str(tmp_path / "events.jsonl")},
+            "admin": {"listen": "127.0.0.1:0"},
+        },
+        stdout=out,
+    )
+    kinds = [type(s) for s in sinks]
+    assert kinds == [CountryTagger, TextSink, LineSink, HistoryStore, Metrics, LiveStats]
+    assert start is not None
+    bus = Bus(sinks)
+    for e in session(1, "ssh", 3.0, 10):
+        bus.emit(e)
+    bus.close()
+    assert out.getvalue().count("\n") == 2
+    assert (tmp_path / "events.jsonl").read_text().count("\n") == 2
+
+
+def test_build_without_admin_or_history(tmp_path):
+    sinks, start = build(
+        {"admin": {"listen": ""}, "history": {"enabled": False}, "log": {"level": "none"}}
+    )
+    assert start is None
+    assert not any(isinstance(s, HistoryStore | TextSink) for s in sinks)
+
+
+def test_build_reports_one_line_errors(tmp_path):
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    with pytest.raises(ObserveError, match=r"^history: "):
+        build({"history": {"path": str(blocker / "h.sqlite3")}})
+    with pytest.raises(ObserveError, match=r"geo\.mmdb: no such file"):
+        build({"history": {"enabled": False}, "geo": {"mmdb": str(tmp_path / "none.mmdb")}})
+    with pytest.raises(ObserveError, match=r"log\.file: "):
+        build({"history": {"enabled": False}, "log": {"file": str(blocker / "x.log")}})
+    with pytest.raises(ObserveError, match=r"admin\.token"):
+        build({"admin": {"listen": "0.0.0.0:1"}})
+
+
+def scrape(m: Metrics) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(registry(m, process=False)).decode()
+
+
+def test_per_ip_series_are_capped_and_expire():
+    now = [1000.0]
+    m = Metrics(per_ip=True, per_ip_max=3, per_ip_expiry=60)
+    assert m.per_ip is not None
+    m.per_ip.clock = lambda: now[0]
+    for i in range(5):  # five addresses, a cap of three: the two oldest go
+        for e in session(i, "ssh", 1.0, 1, country="NL"):
+            m.emit(e)
+    text = scrape(m)
+    ips = {line.split('ip="')[1].split('"')[0] for line in text.splitlines() if 'ip="' in line}
+    assert ips == {"203.0.113.3", "203.0.113.4", "203.0.113.5"}
+    assert 'endlessh_client_open_count{country="NL",geohash="",ip="203.0.113.5"' in text
+    assert m.per_ip.evicted == 2
+    now[0] += 61  # nobody seen for longer than the expiry
+    assert 'ip="' not in scrape(m)
+    # the totals are not per-IP and stay
+    assert 'endlessh_client_open_count_total{local_port="2222"} 5.0' in scrape(m)
+
+
+def test_per_ip_off_by_default():
+    m = Metrics()
+    for e in session(1, "ssh", 1.0, 1):
+        m.emit(e)
+    assert 'ip="' not in scrape(m)
+
+
+def test_live_totals_move_counters_while_clients_are_held():
+    live = {("ssh", "127.0.0.1:2222"): (2, 30.0, 500)}
+    m = Metrics(live=lambda: live)
+    for e in session(1, "ssh", 10.0, 100):
+        m.emit(e)
+    text = scrape(m)
+    assert 'endlessh_trapped_time_seconds_total{local_port="2222"} 40.0' in text
+    assert 'endlessh_sent_bytes_total{local_port="2222"} 600.0' in text
+    assert 'tarry_clients_held{listener="127.0.0.1:2222",proto="ssh"} 2.0' in text
+
+
+def test_software_families_are_short_and_label_safe():
+    assert family("ssh_id", "SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13") == "OpenSSH"
+    assert family("ssh_id", "SSH-2.0-libssh2_1.10.0") == "libssh2"
+    assert family("ssh_id", "SSH-2.0-Go") == "Go"
+    assert family("ssh_id", "SSH-2.0-PuTTY_Release_0.78") == "PuTTY"
+    assert family("user_agent", "curl/8.5.0") == "curl"
+    assert family("user_agent", "Mozilla/5.0 (compatible; Googlebot/2.1)") == "Googlebot"
+    assert family("user_agent", "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0") == "Mozilla"
+    assert family("ehlo", "[192.0.2.1]") == "address-literal"
+    assert family("ehlo", "mail.example.com") == "domain"
+    assert family("ehlo", "User") == "User"
+    assert family("ehlo", "<script>") == "other"
+    assert len(family("user_agent", "x" * 500)) == 32

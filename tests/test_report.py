@@ -1,0 +1,203 @@
+"""``tarry report`` against a history of known sessions."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from calendar import timegm
+
+import pytest
+
+from tarry.events import CLOSE, Event
+from tarry.history import HistoryStore
+from tarry.report import report_main
+
+DAY1 = timegm((2026, 11, 1, 10, 0, 0))  # 2026-11-01T10:00:00Z
+DAY2 = DAY1 + 86400
+
+# (start, proto, ip, country, duration, note)
+SESSIONS = [
+    (DAY1 + 0, "ssh", "192.0.2.1", "CN", 100.0, ("ssh_id", "SSH-2.0-libssh_0.9.6")),
+    (DAY1 + 60, "ssh", "192.0.2.1", "CN", 3600.5, ("ssh_id", "SSH-2.0-libssh_0.9.6")),
+    (DAY1 + 3600, "ssh", "192.0.2.2", "US", 5.0, ("ssh_id", "SSH-2.0-Go")),
+    (DAY1 + 3700, "http", "192.0.2.3", "US", 0.5, ("user_agent", "curl/8.5.0")),
+    (DAY2 + 10, "smtp", "2001:db8::7", "", 20000.0, ("ehlo", "User")),
+    (DAY2 + 20, "http", "192.0.2.3", "US", 40.0, ("user_agent", "curl/8.5.0")),
+]
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("report") / "h.sqlite3"
+    store = HistoryStore(path, retention_days=0)
+    store.start()
+    for i, (start, proto, ip, cc, dur, note) in enumerate(SESSIONS):
+        store.emit(
+            Event(
+                kind=CLOSE,
+                time=start + dur,
+                proto=proto,
+                listener="[::]:1",
+                host=ip if ":" in ip else "::ffff:" + ip,
+                port=40000 + i,
+                duration=dur,
+                sent=10 * (i + 1),
+                received=1,
+                reason="closed",
+                notes=(note,),
+                country=cc,
+            )
+        )
+    store.close()
+    return str(path)
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = report_main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_json_matches_the_known_sessions(db):
+    code, out, err = run("--db", db, "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    s = data["summary"]
+    assert s["sessions"] == 6
+    assert s["unique_ips"] == 4
+    assert s["time_wasted_seconds"] == pytest.approx(100 + 3600.5 + 5 + 0.5 + 20000 + 40)
+    assert s["bytes_sent"] == 10 + 20 + 30 + 40 + 50 + 60
+    assert data["top_ips"][0] == {
+        "ip": "2001:db8::7",
+        "country": "",
+        "sessions": 1,
+        "seconds": 20000.0,
+    }
+    assert data["top_ips"][1]["ip"] == "192.0.2.1"  # IPv4 shown as IPv4
+    assert data["top_ips"][1]["sessions"] == 2
+    countries = {r["country"]: r["sessions"] for r in data["top_countries"]}
+    assert countries == {"US": 3, "CN": 2, "??": 1}
+    software = {(r["proto"], r["software"]): r["sessions"] for r in data["top_software"]}
+    assert software == {
+        ("ssh", "SSH-2.0-libssh_0.9.6"): 2,
+        ("ssh", "SSH-2.0-Go"): 1,
+        ("http", "curl/8.5.0"): 2,
+        ("smtp", "User"): 1,
+    }
+    hist = {r["bucket"]: r["sessions"] for r in data["durations"]}
+    assert hist == {
+        "<1s": 1,
+        "1-10s": 1,
+        "10s-1m": 1,
+        "1-5m": 1,
+        "5-15m": 0,
+        "15m-1h": 0,
+        "1-4h": 1,
+        "4h-1d": 1,
+        ">1d": 0,
+    }
+    assert [(r["day"], r["sessions"]) for r in data["activity"]] == [
+        ("2026-11-01", 4),
+        ("2026-11-02", 2),
+    ]
+
+
+def test_filters_by_time_and_protocol(db):
+    code, out, _ = run(
+        "--db",
+        db,
+        "--format",
+        "json",
+        "--since",
+        "2026-11-01T10:30",
+        "--until",
+        "2026-11-02",
+        "--by",
+        "hour",
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["summary"]["sessions"] == 2  # the two sessions at 11:00 and 11:01
+    assert [(r["hour"], r["sessions"]) for r in data["activity"]] == [("2026-11-01 11:00", 2)]
+    code, out, _ = run("--db", db, "--format", "json", "--proto", "ssh,smtp")
+    data = json.loads(out)
+    assert data["summary"]["sessions"] == 4
+    code, out, _ = run("--db", db, "--format", "json", "--proto", "http", "--proto", "smtp")
+    assert json.loads(out)["summary"]["sessions"] == 3
+
+
+def test_csv_rows(db):
+    code, out, _ = run("--db", db, "--format", "csv", "--top", "2")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert {
+        "section": "summary",
+        "proto": "",
+        "key": "sessions",
+        "sessions": "6",
+        "seconds": "",
+    } in rows
+    top = [r["key"] for r in rows if r["section"] == "top_ips"]
+    assert top == ["2001:db8::7", "192.0.2.1"]
+
+
+def test_table_has_every_section(db):
+    code, out, _ = run("--db", db)
+    assert code == 0
+    for title in (
+        "time wasted",
+        "sessions",
+        "unique IPs",
+        "Top IPs",
+        "Top countries",
+        "Top client software",
+        "Hold durations",
+        "Activity per day",
+    ):
+        assert title in out
+    assert "6h 35m 46s (23746 s)" in out
+    assert "SSH-2.0-libssh_0.9.6" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--db", "/nonexistent/h.sqlite3"], "no history database"),
+        (["--since", "yesterday"], "--since: cannot read 'yesterday'"),
+        (["--until", "2026-13-45"], "--until: cannot read"),
+        (["--since", "2026-11-02", "--until", "2026-11-01"], "--since must be before --until"),
+        (["--format", "xml"], "invalid choice"),
+        (["--top", "0"], "--top must be at least 1"),
+        (["--top", "many"], "invalid int value"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_bad_input_is_one_line(db, argv, needle):
+    if "--db" not in argv:
+        argv = ["--db", db, *argv]
+    code, out, err = run(*argv)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and needle in err, err
+    assert "Traceback" not in err
+
+
+def test_not_a_history_database(tmp_path):
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"x" * 4096)
+    code, _, err = run("--db", str(junk))
+    assert code == 2 and "not a database" in err and err.count("\n") == 1
+    other = tmp_path / "other.sqlite3"
+    sqlite3.connect(other).execute("create table t (x)").connection.commit()
+    code, _, err = run("--db", str(other))
+    assert code == 2 and "not a tarry history database" in err
+
+
+def test_empty_history(tmp_path):
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    store.close()
+    code, out, err = run("--db", str(tmp_path / "h.sqlite3"))
+    assert code == 0, err
+    assert "sessions       0" in out and "(none)" in out
