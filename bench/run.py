@@ -172,6 +172,7 @@ def start_tarry(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, 
         'listen = ["127.0.0.1:0"]\n'
         f"delay = {float(args.delay)!r}\n"
         f"max_clients = {args.n + 100}\n"
+        + (f'mode = "{args.ssh_mode}"\n' if args.ssh_mode != "banner" else "")
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
@@ -399,6 +400,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds between accepting N and the window (default: delay + 1)",
     )
     p.add_argument("--servers", default="tarry,reference", help="comma-separated, in order")
+    p.add_argument(
+        "--ssh-mode",
+        default="banner",
+        choices=("banner", "drip", "kex", "adaptive"),
+        help="tarry's SSH mode (docs/ssh-modes.md); the reference is always banner",
+    )
     p.add_argument("--procs", type=int, default=0, help="loadgen processes (0: as needed)")
     p.add_argument(
         "--connect-timeout",
