@@ -31,6 +31,7 @@ from tarry.baits.ssh import (
     KEXIN_DONE,
     KEXINIT_LIMIT,
     KEXOUT_DONE,
+    QUICK,
     BannerBait,
     DripPool,
     PatienceStore,
@@ -434,6 +435,9 @@ def test_adaptive_gives_paramiko_its_kexinit_within_its_handshake_timer() -> Non
         state = step.state
         assert spent < 15
     assert spent < 12  # paramiko gives up 15 s after our version
+    fixed = bait("kex", kexinit_time=60.0)  # a plain kex listener does the same
+    step = fixed.feed(fixed.open("x").state, None, b"SSH-2.0-paramiko_3.4.0\r\n", 0.01)
+    assert step.state & QUICK and fixed._piece_interval(step.state) < 1.0
     slow = bait("adaptive", kexinit_time=60.0)
     other = slow.feed(slow.open("x").state, None, b"SSH-2.0-OpenSSH_9.6\r\n", 0.0)
     assert other.delay > 2  # others get the configured, slower KEXINIT

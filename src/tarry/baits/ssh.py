@@ -301,6 +301,9 @@ class DripPool:
 # --- adaptive: what each client family does, and what each address did ----------
 
 
+QUICK_KEXINIT = 10.0  # seconds for our KEXINIT to a client with a handshake timer
+
+
 class Rule(NamedTuple):
     """The best mode for a client family, and its known limits (docs/ssh-modes.md)."""
 
@@ -332,7 +335,7 @@ FAMILIES: dict[str, Rule] = {
     # no timeouts at all; pre-banner lines are unbounded too
     "putty": Rule(KEX),
     # 15 s handshake timer from the banner until the first packet it handles
-    "paramiko": Rule(KEX, kexinit_max=10.0),
+    "paramiko": Rule(KEX, kexinit_max=QUICK_KEXINIT),
     # login_timeout: 120 s for everything up to authentication, whatever we do
     "asyncssh": Rule(KEX, limit=120.0),
     # 50 pre-banner lines; no timeout in key exchange
@@ -538,6 +541,7 @@ class SshBait:
                 first: Step | None = step
             else:
                 first = None
+                state |= self._quick(family_of(ident))
         else:
             rest, first = data, None
         if not state & KEXIN_DONE and (rest or obj is not None):
@@ -555,10 +559,14 @@ class SshBait:
         mode = (state & MODE_MASK) >> MODE_SHIFT
         if mode == NO_ADVICE:
             mode = rule.mode
-        state = (state & ~(UNDECIDED | MODE_MASK)) | mode << MODE_SHIFT
-        if rule.kexinit_max is not None and rule.kexinit_max < self.kexinit_time:
-            state |= QUICK
+        state = (state & ~(UNDECIDED | MODE_MASK)) | mode << MODE_SHIFT | self._quick(family)
         return self._start(state, obj, age, (*notes, ("family", family)))
+
+    def _quick(self, family: str) -> int:
+        """QUICK when the family must have our whole KEXINIT sooner than
+        ``kexinit_time`` (in every mode: a fixed ``kex`` must not lose it either)."""
+        limit = FAMILIES[family].kexinit_max
+        return QUICK if limit is not None and limit < self.kexinit_time else 0
 
     def _start(self, state: int, obj: Any, age: float, notes: Any) -> Step:
         mode = (state & MODE_MASK) >> MODE_SHIFT
@@ -593,10 +601,7 @@ class SshBait:
         return jittered(self._pace(state), self.jitter, self._rand.random)
 
     def _kexinit_span(self, state: int) -> float:
-        span = self.kexinit_time
-        if state & QUICK:
-            span = min(span, FAMILIES["paramiko"].kexinit_max or span)
-        return span
+        return min(self.kexinit_time, QUICK_KEXINIT) if state & QUICK else self.kexinit_time
 
     def _piece_interval(self, state: int) -> float:
         return jittered(self._kexinit_span(state) / KEX_PIECES, self.jitter, self._rand.random)
