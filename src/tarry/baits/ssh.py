@@ -175,9 +175,13 @@ class LineSource:
         return out
 
 
+UNIT_MAX = 16384  # min_rate never makes one send larger than this
+
+
 def _need(min_rate: float, seconds: float) -> int:
-    """Bytes to send now so that the coming ``seconds`` average ``min_rate``."""
-    return math.ceil(min_rate * seconds) if min_rate > 0 else 0
+    """Bytes to send now so that the coming ``seconds`` average ``min_rate``
+    (bounded: the engine keeps one send for a client that does not read)."""
+    return min(UNIT_MAX, math.ceil(min_rate * seconds)) if min_rate > 0 else 0
 
 
 class BannerBait:
