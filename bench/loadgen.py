@@ -37,6 +37,11 @@ import sys
 import time
 
 IDENT = b"SSH-2.0-tarrybench_1.0\r\n"
+PAYLOADS = {
+    "ssh": IDENT,
+    "http": b"GET / HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: tarrybench/1.0\r\nAccept: */*\r\n\r\n",
+    "none": b"",
+}
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 FD_MARGIN = 64  # fds a worker keeps for itself: stdio, epoll, the wakeup pair, Python's own
 
@@ -150,9 +155,10 @@ def worker(args: argparse.Namespace, n: int, first_index: int) -> int:
     def established(_fd: int, s: socket.socket) -> None:
         nonlocal connected
         connected += 1
-        if not args.no_ident:
+        payload = b"" if args.no_ident else PAYLOADS[args.payload]
+        if payload:
             try:
-                s.send(IDENT)
+                s.send(payload)
             except OSError:
                 pass  # seen as a close on the next read
 
@@ -295,6 +301,8 @@ def supervise(args: argparse.Namespace, procs: int) -> int:
         str(args.connect_timeout),
         "--hold",
         str(args.hold),
+        "--payload",
+        args.payload,
     ] + (["--no-ident"] if args.no_ident else [])
     reports: dict[str, dict[int, dict]] = {"start": {}, "connected": {}, "status": {}, "final": {}}
     status_seen = 0
@@ -394,7 +402,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-src", type=int, default=10000, help="connections per source address")
     p.add_argument("--src-first", default="127.0.0.2", help="first source address")
     p.add_argument("--rcvbuf", type=int, default=1024, help="SO_RCVBUF per connection")
-    p.add_argument("--no-ident", action="store_true", help="send no SSH identification line")
+    p.add_argument("--no-ident", action="store_true", help="send nothing on connect")
+    p.add_argument(
+        "--payload",
+        choices=sorted(PAYLOADS),
+        default="ssh",
+        help="what each client sends on connect",
+    )
     p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds for all connects")
     p.add_argument(
         "--hold",

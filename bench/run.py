@@ -99,10 +99,14 @@ def wait_until(
 class LoadGen:
     """bench/loadgen.py as a child; its JSON lines arrive on a queue from a reader thread."""
 
-    def __init__(self, port: int, n: int, procs: int, src_first: str, hold: float) -> None:
+    def __init__(
+        self, port: int, n: int, procs: int, src_first: str, hold: float, payload: str = "ssh"
+    ) -> None:
         cmd = [
             sys.executable,
             str(BENCH / "loadgen.py"),
+            "--payload",
+            payload,
             "--port",
             str(port),
             "-n",
@@ -168,11 +172,15 @@ def start_tarry(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, 
     cfg = tmp / "tarry.toml"
     cfg.write_text(
         "[[tarpit]]\n"
-        'protocol = "ssh"\n'
+        f'protocol = "{args.proto}"\n'
         'listen = ["127.0.0.1:0"]\n'
         f"delay = {float(args.delay)!r}\n"
         f"max_clients = {args.n + 100}\n"
-        + (f'mode = "{args.ssh_mode}"\n' if args.ssh_mode != "banner" else "")
+        + (
+            f'mode = "{args.ssh_mode}"\n'
+            if args.proto == "ssh" and args.ssh_mode != "banner"
+            else ""
+        )
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
@@ -228,7 +236,7 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             )
 
             hold = args.settle + args.window + 300  # loadgen's own bound; we stop it sooner
-            loadgen = LoadGen(port, n, args.procs, f"127.{10 + index}.0.1", hold)
+            loadgen = LoadGen(port, n, args.procs, f"127.{10 + index}.0.1", hold, args.proto)
             t_first = loadgen.expect("start", 60)["t"]
             # The fd count covers both servers alike: one socket per held client, nothing else.
             t_all: float | None = None
@@ -401,10 +409,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--servers", default="tarry,reference", help="comma-separated, in order")
     p.add_argument(
+        "--proto",
+        choices=["ssh", "http"],
+        default="ssh",
+        help="tarry's tarpit, and what each client sends on connect (the reference ignores it)",
+    )
+    p.add_argument(
         "--ssh-mode",
         default="banner",
         choices=("banner", "drip", "kex", "adaptive"),
-        help="tarry's SSH mode (docs/ssh-modes.md); the reference is always banner",
+        help="tarry's SSH mode with --proto ssh (docs/ssh-modes.md); the reference is banner",
     )
     p.add_argument("--procs", type=int, default=0, help="loadgen processes (0: as needed)")
     p.add_argument(

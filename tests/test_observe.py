@@ -7,7 +7,7 @@ import io
 import pytest
 
 from obs_support import session
-from tarry.events import Bus, TextSink
+from tarry.events import Bus
 from tarry.geo import CountryTagger
 from tarry.history import HistoryStore
 from tarry.metrics import Metrics, registry
@@ -67,7 +67,7 @@ def test_build_makes_the_sinks_in_order(tmp_path):
         stdout=out,
     )
     kinds = [type(s) for s in sinks]
-    assert kinds == [CountryTagger, TextSink, LineSink, HistoryStore, Metrics, LiveStats]
+    assert kinds == [CountryTagger, LineSink, LineSink, HistoryStore, Metrics, LiveStats]
     assert start is not None
     bus = Bus(sinks)
     for e in session(1, "ssh", 3.0, 10):
@@ -82,7 +82,7 @@ def test_build_without_admin_or_history(tmp_path):
         {"admin": {"listen": ""}, "history": {"enabled": False}, "log": {"level": "none"}}
     )
     assert start is None
-    assert not any(isinstance(s, HistoryStore | TextSink) for s in sinks)
+    assert not any(isinstance(s, HistoryStore | LineSink) for s in sinks)
 
 
 def test_build_reports_one_line_errors(tmp_path):

@@ -31,7 +31,7 @@ from .config import (
     load_endlessh,
 )
 from .engine import BindError, Engine, bind_listener
-from .events import Bus, Sink, TextSink, stamp
+from .events import Bus, Sink, stamp
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -228,25 +228,6 @@ Usage: tarry ssh [-vhs] [-46] [-d MS] [-f CONFIG] [-l LEN] [-m LIMIT] [-p PORT]
 """
 
 
-class SyslogSink:
-    """endlessh's -s: the same lines via syslog(3), daemon facility, with the pid."""
-
-    def __init__(self, ident: str = "tarry") -> None:
-        import syslog
-
-        self.syslog = syslog
-        syslog.openlog(ident, syslog.LOG_PID, syslog.LOG_DAEMON)
-
-    def emit(self, event: object) -> None:
-        from .events import endlessh_line
-
-        line = endlessh_line(event, extra=False)  # type: ignore[arg-type]
-        self.syslog.syslog(self.syslog.LOG_INFO, line.split(" ", 1)[1])
-
-    def close(self) -> None:
-        self.syslog.closelog()
-
-
 def ssh_main(argv: list[str]) -> int:
     """``tarry ssh``: endlessh's flags, config file, log lines and signals."""
     cfg = EndlesshConfig()
@@ -298,7 +279,15 @@ def ssh_main(argv: list[str]) -> int:
 
     sinks: list[Sink] = []
     if level >= 1:
-        sinks.append(SyslogSink() if use_syslog else TextSink(sys.stdout, extra=False))
+        from .sinks import LineSink, SyslogSink
+
+        sink = (
+            SyslogSink(fmt="endlessh-plain")
+            if use_syslog
+            else LineSink(sys.stdout, "endlessh-plain")
+        )
+        sink.start()
+        sinks.append(sink)
     bus = Bus(sinks)
 
     def info(msg: str) -> None:

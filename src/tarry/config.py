@@ -36,6 +36,15 @@ max_clients = 4096
 line_length = 32           # longest line, CRLF included (3..255)
 jitter = 0.0               # spread each delay by +/- this fraction (0 = off)
 # mode = "adaptive"        # "banner" (the default), "drip", "kex": docs/ssh-modes.md
+
+[[tarpit]]
+protocol = "http"          # a response that never ends (docs/http.md)
+listen = ["*:8080"]
+delay = 5.0                # seconds between header lines or body chunks
+max_clients = 4096
+strategy = "auto"          # "headers", "body", "continue", or "auto" (per client)
+server = "nginx"           # whose response head to imitate: nginx, apache, iis
+request_timeout = 10.0     # seconds to wait for the request; then the drip starts anyway
 """
 
 COMMON: dict[str, Option] = {

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, TextIO
+from typing import Protocol
 
 Notes = tuple[tuple[str, str], ...]
 
@@ -147,24 +147,3 @@ def endlessh_line(event: Event, extra: bool) -> str:
             fields += list(event.notes)
         line += "".join(f" {k}={logfmt(v)}" for k, v in fields)
     return line
-
-
-class TextSink:
-    """endlessh-compatible lines on a stream (stdout by default)."""
-
-    def __init__(self, stream: TextIO | None = None, extra: bool = True) -> None:
-        self.stream = stream or sys.stdout
-        self.extra = extra
-
-    def emit(self, event: Event) -> None:
-        try:
-            self.stream.write(endlessh_line(event, self.extra) + "\n")
-            self.stream.flush()
-        except (BlockingIOError, BrokenPipeError):
-            pass
-
-    def close(self) -> None:
-        try:
-            self.stream.flush()
-        except OSError:
-            pass

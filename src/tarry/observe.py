@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .admin import DEFAULT_LISTEN, bind_error
-from .events import Sink, TextSink
+from .events import Sink
 from .sinks import FACILITIES, _stderr, syslog_address
 
 Report = Callable[[str], None]
@@ -230,10 +230,8 @@ def assemble(
     cap = log["buffer"]
     if log["level"] == "none":
         pass  # nothing on stdout
-    elif log["format"] == "endlessh":
-        sinks.append(TextSink(stdout, extra=True))
     else:
-        s = LineSink(stdout or sys.stdout, "json", capacity=cap, report=report)
+        s = LineSink(stdout or sys.stdout, log["format"], capacity=cap, report=report)
         s.start()
         sinks.append(s)
     if log["file"]:

@@ -189,6 +189,13 @@ def _text_line(event: Event) -> str:
     return endlessh_line(event, True)
 
 
+def _plain_line(event: Event) -> str:
+    return endlessh_line(event, False)
+
+
+FORMATS = {"json": json_line, "endlessh": _text_line, "endlessh-plain": _plain_line}
+
+
 class LineSink(ThreadedSink):
     """One line per event on a stream or file: JSON (for Vector, Fluent Bit, Loki
     or ELK) or the endlessh line.
@@ -227,7 +234,7 @@ class LineSink(ThreadedSink):
             self._reopen_if_rotated()
         stream = self._stream
         assert stream is not None
-        line = json_line if self.fmt == "json" else _text_line
+        line = FORMATS[self.fmt]
         stream.write("".join(line(e) + "\n" for e in batch))
         stream.flush()
 
@@ -320,7 +327,8 @@ class SyslogSink(ThreadedSink):
     def message(self, event: Event) -> str:
         if self.fmt == "json":
             return json_line(event)
-        return endlessh_line(event, True).split(" ", 1)[1]  # syslog stamps it itself
+        extra = self.fmt != "endlessh-plain"
+        return endlessh_line(event, extra).split(" ", 1)[1]  # syslog stamps it itself
 
     def write(self, batch: list[Event]) -> None:
         if self.handler is None:

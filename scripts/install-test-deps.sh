@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Everything the test suite needs on a fresh Debian machine: the real clients
+# the tarpits are tested against, and the Python test dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# program -> Debian package
+declare -A NEED=(
+  [ssh]=openssh-client [dbclient]=dropbear-bin [plink]=putty-tools [swaks]=swaks
+  [chromium]=chromium [systemd-socket-activate]=systemd [prometheus]=prometheus
+  [curl]=curl [wget]=wget [openssl]=openssl [ss]=iproute2 [setpriv]=util-linux
+)
+missing=()
+for prog in "${!NEED[@]}"; do
+  command -v "$prog" >/dev/null 2>&1 || missing+=("${NEED[$prog]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo_=""
+  [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  echo "installing Debian packages: ${missing[*]}"
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+python3 -m pip install -q --disable-pip-version-check -e ".[test]"

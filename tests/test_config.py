@@ -1,0 +1,195 @@
+"""Every bad config or command line: one clear line, no traceback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tarry.config import DEFAULT_CONFIG, ConfigError, EndlesshConfig, load_endlessh, parse
+
+GOOD = '[[tarpit]]\nprotocol = "ssh"\nlisten = ["127.0.0.1:0"]\n'
+
+
+def run(*args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "tarry", *args]
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        (
+            "[[tarpit]]\nprotocol = 'ssh'\nlisten = ['127.0.0.1:0']\nbogus = 1\n",
+            ["bogus", "unknown key"],
+        ),
+        (
+            "[[tarpit]]\nprotocol = 'ssh'\nlisten = ['127.0.0.1:0']\ndelay = 'x'\n",
+            ["delay", "number"],
+        ),
+        (
+            "[[tarpit]]\nprotocol = 'ssh'\nlisten = ['127.0.0.1:0']\ndelay = -1\n",
+            ["delay", "greater than 0"],
+        ),
+        ("[[tarpit]]\nprotocol = 'ssh'\nlisten = ['127.0.0.1:0']\ndelay = true\n", ["delay"]),
+        (
+            "[[tarpit]]\nprotocol = 'ssh'\nlisten = ['127.0.0.1:0']\nmax_clients = 0\n",
+            ["max_clients", "at least 1"],
+        ),
+        (
+            "[[tarpit]]\nprotocol = 'ssh'\nlisten = ['127.0.0.1:0']\nline_length = 256\n",
+            ["line_length", "3 and 255"],
+        ),
+        ("[[tarpit]]\nprotocol = 'ssh'\nlisten = ['127.0.0.1:0']\njitter = 1.5\n", ["jitter"]),
+        ("[[tarpit]]\nprotocol = 'gopher'\nlisten = ['127.0.0.1:0']\n", ["protocol", "gopher"]),
+        ("[[tarpit]]\nlisten = ['127.0.0.1:0']\n", ["protocol", "missing"]),
+        ("[[tarpit]]\nprotocol = 'ssh'\nlisten = ['localhost:22']\n", ["listen", "not an IP"]),
+        ("[[tarpit]]\nprotocol = 'ssh'\nlisten = ['127.0.0.1:99999']\n", ["listen", "65535"]),
+        ("[[tarpit]]\nprotocol = 'ssh'\nlisten = ['::1:22']\n", ["listen", "brackets"]),
+        ("[[tarpit]]\nprotocol = 'ssh'\nlisten = '127.0.0.1:22'\n", ["listen", "list"]),
+        ("[[tarpit]]\nprotocol = 'ssh'\nlisten = [22]\n", ["listen", "string"]),
+        ("[nonsense]\nx = 1\n" + GOOD, ["nonsense", "unknown section"]),
+        ("[engine]\nwrite_timeout = 0\n" + GOOD, ["write_timeout"]),
+        ("[log]\nlevel = 'loud'\n" + GOOD, ["level", "loud"]),
+        ("tarpit = 3\n", ["tarpit", "array of tables"]),
+        ("[engine]\n", ["no [[tarpit]]"]),
+        ("[[tarpit]\nprotocol = 'ssh'\n", ["not valid TOML"]),
+        (GOOD.replace(":0", ":2222") * 2, ["2222", "also used"]),
+    ],
+)
+def test_bad_config_gives_one_line(tmp_path, text: str, needles: list[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        parse(text, str(path))
+    for needle in needles:
+        assert needle in str(err.value)
+    # and the CLI says the same in one line, for check-config and serve alike
+    line = one_line_error(run("check-config", str(path)), str(path), *needles)
+    assert line.startswith("tarry: ")
+    one_line_error(run("serve", "-c", str(path)), str(path), *needles)
+
+
+def test_missing_and_unreadable_files(tmp_path) -> None:
+    one_line_error(run("check-config", str(tmp_path / "nope.toml")), "nope.toml", "cannot read")
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    one_line_error(run("check-config", str(binary)), "bin.toml")
+
+
+def test_port_in_use_is_one_line(tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "t.toml"
+        path.write_text(GOOD.replace(":0", f":{port}"))
+        one_line_error(run("serve", "-c", str(path)), "listen", f"127.0.0.1:{port}", "in use")
+        one_line_error(run("check-config", str(path)), "in use")
+        one_line_error(run("ssh", "-4", "-p", str(port)), "in use")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
+def test_low_port_without_privilege_is_one_line(tmp_path) -> None:
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is not installed")
+    import tempfile
+
+    # somewhere the unprivileged user can read (pytest's tmp_path is private to root)
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", dir="/tmp") as f:
+        f.write(GOOD.replace(":0", ":22"))
+        f.flush()
+        os.chmod(f.name, 0o644)
+        result = run("check-config", f.name, user="nobody")
+    one_line_error(result, "127.0.0.1:22", "permission denied", "below 1024")
+
+
+def test_default_config_is_valid_and_printed() -> None:
+    result = run("default-config")
+    assert result.returncode == 0 and result.stdout == DEFAULT_CONFIG
+    cfg = parse(result.stdout)
+    assert cfg.tarpits[0].protocol == "ssh"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["-d", "0"], "Invalid delay: 0"),
+        (["-d", "abc"], "Invalid delay: abc"),
+        (["-l", "2"], "Invalid line length: 2"),
+        (["-l", "256"], "Invalid line length: 256"),
+        (["-m", "0"], "Invalid max clients: 0"),
+        (["-p", "70000"], "Invalid port: 70000"),
+        (["-x"], "option -x not recognized"),
+        (["-p"], "option -p requires argument"),
+        (["extra"], "too many arguments"),
+        (["-f", "/nonexistent/endlessh.conf"], "/nonexistent/endlessh.conf"),
+    ],
+)
+def test_tarry_ssh_bad_flags_are_one_line(args: list[str], needle: str) -> None:
+    one_line_error(run("ssh", *args), needle)
+
+
+def test_tarry_ssh_help_and_version() -> None:
+    result = run("ssh", "-h")
+    assert result.returncode == 0 and "-d INT    Message millisecond delay [10000]" in result.stdout
+    result = run("ssh", "-V")
+    assert result.returncode == 0 and "Endlessh 1.1 compatible" in result.stdout
+
+
+def test_cli_usage_errors_are_one_line() -> None:
+    one_line_error(run("frobnicate"), "invalid choice")
+    one_line_error(run("serve", "--bogus"), "--bogus")
+
+
+def test_endlessh_config_file(tmp_path) -> None:
+    path = tmp_path / "config"
+    path.write_text(
+        "# a comment\nPort 2200\nDelay 500   # inline\nMaxLineLength 64\n"
+        "MaxClients 10\nLogLevel 2\nBindFamily 6\n\nUnknownThing 3\n"
+    )
+    warnings: list[str] = []
+    cfg = EndlesshConfig()
+    load_endlessh(cfg, str(path), hard=True, warn=warnings.append)
+    assert (cfg.port, cfg.delay, cfg.max_line_length, cfg.max_clients) == (2200, 500, 64, 10)
+    assert (cfg.log_level, cfg.bind_family) == (2, 6)
+    assert cfg.listen() == "[::]:2200" and cfg.spec().delay == 0.5
+    assert warnings == [f"{path}:9: Unknown option 'UnknownThing'"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("Port\n", ":1: Missing value"),
+        ("Port 1 2\n", ":1: Too many values"),
+        ("Delay 0\n", "Invalid delay: 0"),
+        ("LogLevel 3\n", "Invalid log level '3'"),
+        ("BindFamily 5\n", "Invalid address family: 5"),
+    ],
+)
+def test_endlessh_config_errors(tmp_path, text: str, message: str) -> None:
+    path = tmp_path / "config"
+    path.write_text(text)
+    # at start-up: fatal, one line
+    one_line_error(run("ssh", "-f", str(path)), message)
+    # on reload: a warning, and the old value stays
+    cfg = EndlesshConfig()
+    warnings: list[str] = []
+    load_endlessh(cfg, str(path), hard=False, warn=warnings.append)
+    assert cfg == EndlesshConfig() and len(warnings) == 1 and message in warnings[0]
