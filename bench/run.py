@@ -175,7 +175,13 @@ def start_tarry(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, 
         f'protocol = "{args.proto}"\n'
         'listen = ["127.0.0.1:0"]\n'
         f"delay = {float(args.delay)!r}\n"
-        f"max_clients = {args.n + 100}\n" + os.environ.get("BENCH_EXTRA_TOML", "")
+        f"max_clients = {args.n + 100}\n"
+        + (
+            f'mode = "{args.ssh_mode}"\n'
+            if args.proto == "ssh" and args.ssh_mode != "banner"
+            else ""
+        )
+        + os.environ.get("BENCH_EXTRA_TOML", "")
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
@@ -408,6 +414,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["ssh", "http"],
         default="ssh",
         help="tarry's tarpit, and what each client sends on connect (the reference ignores it)",
+    )
+    p.add_argument(
+        "--ssh-mode",
+        default="banner",
+        choices=("banner", "drip", "kex", "adaptive"),
+        help="tarry's SSH mode with --proto ssh (docs/ssh-modes.md); the reference is banner",
     )
     p.add_argument("--procs", type=int, default=0, help="loadgen processes (0: as needed)")
     p.add_argument(

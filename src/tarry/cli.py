@@ -110,6 +110,8 @@ def serve(path: str | None) -> int:
         sinks, start_admin = build(cfg.sections, stdout=sys.stdout)
     except ObserveError as exc:
         fail(f"{cfg.path}: {exc}")
+    for module in registry().values():  # e.g. the SSH adaptive mode's patience store
+        sinks += getattr(module, "sinks", list)()
     bus = Bus(sinks)
     current: list[Config] = [cfg]
 
