@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .bait import Bait, Notes, Step, TarpitSpec, jittered, sanitise
+from .bait import Bait, Notes, Option, Step, TarpitSpec, jittered, sanitise
 
 HANDSHAKE_TIME = 60.0  # seconds a handshake may take, our own stutter not counted
 HANDSHAKE_WAIT = 30.0  # seconds the client gets to answer our last handshake piece
@@ -42,6 +42,43 @@ NEVER = float("inf")
 _HANDSHAKE = 0
 _OPEN = 1
 _CLOSED = 2
+
+
+def _check_non_negative(v: float) -> str | None:
+    return None if v >= 0 else "must be 0 or more"
+
+
+def _check_stutter(v: bool | float) -> str | None:
+    return None if isinstance(v, bool) or v >= 0 else "must be true, false or seconds >= 0"
+
+
+TLS_OPTIONS = {
+    "tls": Option(False, bool, "implicit TLS from the first byte (465 for SMTP, 443 for HTTP)"),
+    "cert": Option("", str, "PEM certificate chain; empty = a generated self-signed one"),
+    "key": Option("", str, "PEM private key; empty = the generated one (or inside cert)"),
+    "max_tls_clients": Option(
+        1024,
+        int,
+        "most clients held inside TLS at once (each costs its TLS state); 0 = no cap",
+        _check_non_negative,
+    ),
+    "tls_stutter": Option(
+        False,
+        (bool, int, float),
+        "drip the TLS handshake: true = at the listener's delay, or seconds between pieces",
+        _check_stutter,
+    ),
+}
+"""The ``[[tarpit]]`` keys of any protocol that can run under TLS."""
+
+STATEFUL_TLS = ("tls",)
+
+
+def check_tls(opts: dict[str, Any]) -> str | None:
+    """Checks across the TLS keys, after each key's own."""
+    if opts.get("key") and not opts.get("cert"):
+        return "key: set without cert (set both, or cert alone when it holds the key too)"
+    return None
 
 
 class CertError(Exception):

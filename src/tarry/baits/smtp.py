@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..bait import Notes, Option, Step, TarpitSpec, jittered, sanitise
+from ..tls import TLS_OPTIONS, check_tls
 
 PROTOCOL = "smtp"
 DEFAULTS = {"delay": 2.0}
@@ -77,10 +78,6 @@ def _check_non_negative(v: float) -> str | None:
     return None if v >= 0 else "must be >= 0"
 
 
-def _check_stutter(v: bool | float) -> str | None:
-    return None if isinstance(v, bool) or v >= 0 else "must be true, false or seconds >= 0"
-
-
 OPTIONS = {
     "hostname": Option(
         "mail.example.com", str, "host name in the greeting and EHLO reply", _check_hostname
@@ -92,15 +89,7 @@ OPTIONS = {
         _check_greeting_lines,
     ),
     "starttls": Option(True, bool, "offer STARTTLS on a plain listener"),
-    "tls": Option(False, bool, "implicit TLS from the first byte (port 465)"),
-    "cert": Option("", str, "PEM certificate chain; empty = a generated self-signed one"),
-    "key": Option("", str, "PEM private key; empty = the generated one (or inside cert)"),
-    "max_tls_clients": Option(
-        1024,
-        int,
-        "most clients held inside TLS at once (each costs its TLS state); 0 = no cap",
-        _check_non_negative,
-    ),
+    **TLS_OPTIONS,
     "session_limit": Option(
         0.0,
         (int, float),
@@ -108,20 +97,10 @@ OPTIONS = {
         _check_non_negative,
     ),
     "record_passwords": Option(False, bool, "log the AUTH password in the CLOSE event"),
-    "tls_stutter": Option(
-        False,
-        (bool, int, float),
-        "drip the TLS handshake: true = at the listener's delay, or seconds between pieces",
-        _check_stutter,
-    ),
 }
 
 
-def check(opts: dict[str, Any]) -> str | None:
-    """Checks across keys, after each key's own."""
-    if opts["key"] and not opts["cert"]:
-        return "key: set without cert (set both, or cert alone when it holds the key too)"
-    return None
+check = check_tls
 
 
 _CONTINUATIONS = (
