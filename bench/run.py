@@ -170,6 +170,7 @@ def trim(proc: subprocess.Popen, log: Path) -> None:
 
 def start_tarry(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, Path, str]:
     cfg = tmp / "tarry.toml"
+    extra = os.environ.get("BENCH_EXTRA_TOML", "")
     cfg.write_text(
         "[[tarpit]]\n"
         f'protocol = "{args.proto}"\n'
@@ -178,9 +179,16 @@ def start_tarry(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, 
         f"max_clients = {args.n + 100}\n"
         # the load comes from a few source addresses: count per address, never cap
         "max_clients_per_ip = 65535\n"
+        + (
+            f'mode = "{args.ssh_mode}"\n'
+            if args.proto == "ssh" and args.ssh_mode != "banner"
+            else ""
+        )
+        + extra
+        + "\n"
         # measure the process as it ran before privilege dropping existed
-        "[privileges]\nallow_root = true\n"
-        f'[engine]\nloop = "{args.loop}"\n'
+        + ("" if "[privileges]" in extra else "[privileges]\nallow_root = true\n")
+        + ("" if "[engine]" in extra else f'[engine]\nloop = "{args.loop}"\n')
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
@@ -413,6 +421,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["ssh", "http"],
         default="ssh",
         help="tarry's tarpit, and what each client sends on connect (the reference ignores it)",
+    )
+    p.add_argument(
+        "--ssh-mode",
+        default="banner",
+        choices=("banner", "drip", "kex", "adaptive"),
+        help="tarry's SSH mode with --proto ssh (docs/ssh-modes.md); the reference is banner",
     )
     p.add_argument(
         "--loop",

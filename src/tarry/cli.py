@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__
+from . import __version__, tls
 from .bait import Bait, TarpitSpec
 from .baits import registry
 from .config import (
@@ -45,10 +45,16 @@ def make_baits(specs: list[TarpitSpec], where: Callable[[int, TarpitSpec], str])
     baits = []
     for i, spec in enumerate(specs, 1):
         try:
-            baits.append(registry()[spec.protocol].make(spec))
-        except ConfigError as exc:
+            bait = registry()[spec.protocol].make(spec)
+            # TLS (implicit or STARTTLS) wraps any bait whose spec asks for it.
+            baits.append(tls.wrap(spec, bait, warn=lambda m, i=i, s=spec: warn(where(i, s) + m)))
+        except (ConfigError, tls.CertError) as exc:
             raise ConfigError(f"{where(i, spec)}{exc}") from None
     return baits
+
+
+def warn(message: str) -> None:
+    print(f"tarry: {message}", file=sys.stderr)
 
 
 def bind_all(
@@ -198,6 +204,8 @@ def serve(path: str | None) -> int:
         sinks, start_admin = build(cfg.sections, stdout=sys.stdout)
     except ObserveError as exc:
         fail(f"{cfg.path}: {exc}")
+    for module in registry().values():  # e.g. the SSH adaptive mode's patience store
+        sinks += getattr(module, "sinks", list)()
     bus = Bus(sinks)
     current: list[Config] = [cfg]
 

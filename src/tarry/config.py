@@ -44,6 +44,7 @@ delay = 10.0               # seconds between lines
 max_clients = 4096
 line_length = 32           # longest line, CRLF included (3..255)
 jitter = 0.0               # spread each delay by +/- this fraction (0 = off)
+# mode = "adaptive"        # "banner" (the default), "drip", "kex": docs/ssh-modes.md
 
 [[tarpit]]
 protocol = "http"          # a response that never ends (docs/http.md)
@@ -53,6 +54,17 @@ max_clients = 4096
 strategy = "auto"          # "headers", "body", "continue", or "auto" (per client)
 server = "nginx"           # whose response head to imitate: nginx, apache, iis
 request_timeout = 10.0     # seconds to wait for the request; then the drip starts anyway
+# tls = true               # HTTPS (e.g. listen = ["*:443"]): a generated certificate, or cert/key
+
+[[tarpit]]
+protocol = "smtp"          # a mail server that stutters every reply (docs/smtp.md)
+listen = ["*:2525"]
+delay = 2.0                # seconds per stuttered byte
+max_clients = 4096
+hostname = "mail.example.com"
+greeting_lines = 0         # "220-" lines before the greeting; -1 = endless
+starttls = true            # offer STARTTLS (a self-signed certificate is made on first start)
+# For implicit TLS add a table with listen = ["*:465"] and tls = true.
 """
 
 COMMON: dict[str, Option] = {

@@ -206,6 +206,9 @@ class LineSink(ThreadedSink):
     """
 
     def __init__(self, target: str | TextIO, fmt: str = "json", **kw: object) -> None:
+        # small batches: in a flood of accepts the writer drains early, so few events
+        # wait in memory (freed later, they would still leave the heap larger)
+        kw.setdefault("batch", 64)
         super().__init__(**kw)  # type: ignore[arg-type]
         self.fmt = fmt
         self.name = "file" if isinstance(target, str) else "stdout"

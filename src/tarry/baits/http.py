@@ -48,13 +48,14 @@ from http import HTTPStatus
 from typing import Any
 
 from ..bait import Option, Step, TarpitSpec, jittered, sanitise
+from ..tls import STATEFUL_TLS, TLS_OPTIONS, check_tls
 
 PROTOCOL = "http"
 DEFAULTS = {"delay": 5.0}
 # Options whose change on reload would misread held clients' state words:
 # none. The phase decides what comes next, and every strategy keeps the
 # counters, so a held client carries on under a new strategy.
-STATEFUL_OPTIONS: tuple[str, ...] = ()
+STATEFUL_OPTIONS: tuple[str, ...] = STATEFUL_TLS  # TLS or not is decided per connection
 
 HEAD_MAX = 8192  # bytes of request head kept
 HEAD_LINES_MAX = 100  # header lines after the request line
@@ -238,7 +239,12 @@ OPTIONS = {
         bool,
         "keep the delay under a client's known default read timeout (httpx: 5 s)",
     ),
+    # HTTPS: the same tarpit under TLS (tarry.tls), e.g. listen = ["*:443"], tls = true
+    "hostname": Option("localhost", str, "host name of the generated self-signed certificate"),
+    **TLS_OPTIONS,
 }
+
+check = check_tls
 
 
 # ---------------------------------------------------------------- response heads

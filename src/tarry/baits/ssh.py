@@ -1,23 +1,81 @@
-"""The SSH bait: endless RFC 4253 §4.2 "other lines of data" before a version
-string that never comes (the endlessh behaviour, ``mode = "banner"``).
+"""The SSH bait, in four modes (the ``mode`` key of an SSH ``[[tarpit]]``).
 
-State word: bit 0 set once the client's identification line is recorded (or
-given up on); then input is ignored without being buffered.
+- ``banner`` (default): endless RFC 4253 §4.2 "other lines of data" before a
+  version string that never comes: the endlessh behaviour.
+- ``drip``: the same kind of lines, one byte per tick, so that clients which
+  cap lines or bytes rather than time are held far longer.
+- ``kex``: a believable version string at once (ending the client's banner
+  timeout), a valid server KEXINIT dripped out, then SSH_MSG_IGNORE packets
+  forever; the key exchange never completes.
+- ``adaptive``: one of the above per client, chosen from its identification
+  string and from how long its address stayed on earlier visits.
+
+docs/ssh-modes.md gives the client limits these modes are built against.
+
+State word, ``banner`` mode (BannerBait): bit 0 set once the client's
+identification line is recorded (or given up on). The other modes (SshBait):
+
+    bit  0      IDENT_DONE    the client's identification line is read
+    bits 1-2    mode          0 banner, 1 drip, 2 kex (3: adaptive, no advice)
+    bit  3      UNDECIDED     adaptive, still waiting for the identification
+    bit  4      KEXIN_DONE    the client's KEXINIT is read (or given up on)
+    bit  5      KEXOUT_DONE   our KEXINIT is out; IGNORE packets from now on
+    bit  6      QUICK         our KEXINIT must be out within a client's limit
+    bits 7-14   pace          seconds between ticks in tenths; 0 = ``delay``
+    bits 15-31  pos           offset into the drip text, or into our KEXINIT
+
+``obj`` is None except while a client's identification line or its first
+binary packet arrives in pieces; both are bounded (255 and KEXINIT_LIMIT bytes).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..bait import Option, Step, TarpitSpec, jittered
+from ..events import CLOSE, Event
+from ..sshwire import (
+    MSG_KEXINIT,
+    OPENSSH_92_SERVER,
+    KexinitTemplate,
+    WireError,
+    frame,
+    hassh,
+    ignore_payload,
+    parse_kexinit,
+    read_packet,
+)
 
 PROTOCOL = "ssh"
 DEFAULTS = {"delay": 10.0}
 
 IDENT_MAX = 255  # RFC 4253 §4.2: the identification line is at most 255 bytes
 _IDENT_DONE = 1
+
+BANNER, DRIP, KEX, NO_ADVICE = 0, 1, 2, 3
+MODES = {"banner": BANNER, "drip": DRIP, "kex": KEX}
+MODE_NAMES = ("banner", "drip", "kex", "none")
+
+IDENT_DONE = 1 << 0
+MODE_SHIFT = 1
+MODE_MASK = 3 << MODE_SHIFT
+UNDECIDED = 1 << 3
+KEXIN_DONE = 1 << 4
+KEXOUT_DONE = 1 << 5
+QUICK = 1 << 6
+PACE_SHIFT = 7
+PACE_MASK = 0xFF << PACE_SHIFT
+POS_SHIFT = 15
+LOW_MASK = (1 << POS_SHIFT) - 1
+
+KEXINIT_LIMIT = 8192  # longest client packet we wait for; real KEXINITs are 0.5-2 KB
+KEX_PIECES = 16  # our KEXINIT goes out in about this many ticks
+HASSH_RAW_MAX = 200  # the raw HASSH string is logged cut to this
+MODE_JITTER = 0.2  # drip/kex/adaptive never tick in lockstep, even with jitter = 0
+DEFAULT_VERSION = "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u1"
 
 
 def _check_line_length(v: int) -> str | None:
@@ -28,10 +86,47 @@ def _check_first_delay(v: float) -> str | None:
     return None if v == -1 or v >= 0 else "must be -1 (one delay) or >= 0 seconds"
 
 
+def _check_mode(v: str) -> str | None:
+    ok = ("banner", "drip", "kex", "adaptive")
+    return None if v in ok else "must be one of " + ", ".join(f'"{m}"' for m in ok)
+
+
+def _check_version(v: str) -> str | None:
+    if not (v.startswith("SSH-2.0-") and len(v) > 8):
+        return 'must start with "SSH-2.0-" and name the software'
+    if len(v) > IDENT_MAX - 2 or any(not " " <= c <= "~" for c in v):
+        return "must be printable ASCII, at most 253 characters"
+    return None
+
+
+def _check_seconds(hi: float) -> Any:
+    return lambda v: None if 0 <= v <= hi else f"must be from 0 to {hi:g} seconds"
+
+
+def _check_rate(v: float) -> str | None:
+    return None if 0 <= v <= 4096 else "must be from 0 (off) to 4096 bytes per second"
+
+
 OPTIONS = {
     "line_length": Option(32, int, "longest line sent, CRLF included (3..255)", _check_line_length),
     "first_delay": Option(
         -1.0, (int, float), "seconds before the first line; -1 means one delay", _check_first_delay
+    ),
+    "mode": Option("banner", str, '"banner", "drip", "kex" or "adaptive"', _check_mode),
+    "version": Option(
+        DEFAULT_VERSION, str, "the version string the kex mode answers with", _check_version
+    ),
+    "drip_line_length": Option(
+        255, int, "longest drip line, CRLF included (3..255)", _check_line_length
+    ),
+    "kexinit_time": Option(
+        10.0, (int, float), "seconds over which our KEXINIT is dripped (kex)", _check_seconds(600)
+    ),
+    "min_rate": Option(
+        0.0, (int, float), "send at least this many bytes per second (0 = off)", _check_rate
+    ),
+    "ident_wait": Option(
+        1.0, (int, float), "adaptive: seconds to wait for the client's version", _check_seconds(30)
     ),
 }
 
@@ -72,6 +167,22 @@ class LineSource:
             body = b"X" + body[1:]
         return body + b"\r\n"
 
+    def at_least(self, n: int) -> bytes:
+        """Whole lines adding up to ``n`` bytes or more (for ``min_rate``)."""
+        out = self.line()
+        while len(out) < n:
+            out += self.line()
+        return out
+
+
+UNIT_MAX = 16384  # min_rate never makes one send larger than this
+
+
+def _need(min_rate: float, seconds: float) -> int:
+    """Bytes to send now so that the coming ``seconds`` average ``min_rate``
+    (bounded: the engine keeps one send for a client that does not read)."""
+    return min(UNIT_MAX, math.ceil(min_rate * seconds)) if min_rate > 0 else 0
+
 
 class BannerBait:
     """endlessh: one random line every delay, never a version string."""
@@ -84,14 +195,17 @@ class BannerBait:
         first = float(spec.opt("first_delay"))
         self.first_delay = self.delay if first < 0 else first
         self.lines = LineSource(int(spec.opt("line_length")))
+        self.min_rate = float(spec.options.get("min_rate", 0.0))
 
     def open(self, peer: str) -> Step:
         if self.first_delay == 0:
-            return Step(0, self.lines.line(), jittered(self.delay, self.jitter))
+            return self.tick(0, None, 0.0)
         return Step(0, b"", jittered(self.first_delay, self.jitter))
 
     def tick(self, state: int, obj: Any, age: float) -> Step:
         delay = jittered(self.delay, self.jitter) if self.jitter else self.delay
+        if self.min_rate:
+            return Step(state, self.lines.at_least(_need(self.min_rate, delay)), delay, obj)
         return Step(state, self.lines.line(), delay, obj)
 
     def feed(self, state: int, obj: Any, data: bytes, age: float) -> Step:
@@ -110,5 +224,449 @@ def read_ident(state: int, obj: Any, data: bytes) -> Step:
     return Step(state | _IDENT_DONE, notes=(("ssh_id", line),))
 
 
-def make(spec: TarpitSpec) -> BannerBait:
-    return BannerBait(spec)
+# --- what the drip mode says ---------------------------------------------------
+
+_NOTICE = (
+    "This computer system is for the use of authorized users only.",
+    "All connections to this host are monitored and recorded.",
+    "Disconnect now if you are not an authorized user.",
+    "Unauthorized access or use may lead to disciplinary action and criminal prosecution.",
+    "By continuing you consent to the monitoring of this session.",
+    "Planned maintenance: services may be unavailable on Sundays from 01:00 to 05:00 UTC.",
+    "Please report suspicious activity to the security operations team.",
+    "Use of this system means acceptance of the acceptable use policy.",
+    "Evidence of unauthorized activity may be given to law enforcement officials.",
+    "Session activity is logged for audit and compliance purposes.",
+    "Access is granted to named individuals only; shared accounts are not permitted.",
+    "Do not store credentials in scripts or send them in clear text.",
+    "This host is managed centrally; local changes will be overwritten.",
+    "For help, contact the service desk and quote the name of this host.",
+    "The last security review is complete; the next one is due at the end of the quarter.",
+    "Keys older than one year will be revoked without further notice.",
+    "Multi-factor authentication is required for all administrative access.",
+    "Backups run nightly; restores must be requested through the ticketing system.",
+)
+
+
+class DripPool:
+    """A fixed text of pre-banner lines that every drip client reads from its own
+    offset, so the state word holds a client's whole progress. Lines are notice
+    text wrapped at random widths: printable, never "SSH-", CRLF within
+    ``max_len`` (RFC 4253 §4.2)."""
+
+    SIZE = 1 << 16  # offsets must fit the 17-bit pos field; keep to 16
+
+    def __init__(self, max_len: int, rand: random.Random | None = None) -> None:
+        r = rand or random.Random(os.urandom(16))
+        width_hi = max_len - 2
+        width_lo = max(1, min(40, width_hi))
+        words: list[str] = []
+        lines: list[bytes] = []
+        size = 0
+        while True:
+            if not words:
+                text = list(_NOTICE)
+                r.shuffle(text)
+                words = " ".join(text).split()
+            width = r.randint(width_lo, width_hi)
+            line = ""
+            while words and len(line) + 1 + len(words[0]) <= width:
+                line = f"{line} {words.pop(0)}" if line else words.pop(0)
+            if not line:  # a word longer than the line: cut it
+                line, words[0] = words[0][:width], words[0][width:]
+                if not words[0]:
+                    words.pop(0)
+            raw = line.encode("ascii") + b"\r\n"
+            if size + len(raw) > self.SIZE:
+                break
+            lines.append(raw)
+            size += len(raw)
+        self.data = b"".join(lines)
+        self.starts: list[int] = []
+        at = 0
+        for raw in lines:
+            self.starts.append(at)
+            at += len(raw)
+        self._rand = r
+
+    def random_start(self) -> int:
+        return self._rand.choice(self.starts)
+
+    def take(self, pos: int, n: int) -> tuple[bytes, int]:
+        """``n`` bytes from ``pos`` on (wrapping round), and the new offset."""
+        if pos >= len(self.data):
+            pos = 0
+        out = self.data[pos : pos + n]
+        while len(out) < n:
+            out += self.data[: n - len(out)]
+        return out, (pos + n) % len(self.data)
+
+
+# --- adaptive: what each client family does, and what each address did ----------
+
+
+QUICK_KEXINIT = 10.0  # seconds for our KEXINIT to a client with a handshake timer
+
+
+class Rule(NamedTuple):
+    """The best mode for a client family, and its known limits (docs/ssh-modes.md)."""
+
+    mode: int
+    kexinit_max: float | None = None
+    """Our KEXINIT must be complete within this many seconds of the version."""
+    limit: float | None = None
+    """The client's own overall time limit by default, where it has one."""
+
+
+# Which software an identification string names; first match wins.
+_FAMILY_PREFIXES = (
+    ("openssh", "openssh"),
+    ("putty", "putty"),
+    ("plink", "putty"),
+    ("winscp", "putty"),
+    ("paramiko", "paramiko"),
+    ("asyncssh", "asyncssh"),
+    ("dropbear", "dropbear"),
+    ("libssh2", "libssh2"),
+    ("libssh", "libssh"),
+    ("jsch", "jsch"),
+    ("go", "go"),
+)
+
+FAMILIES: dict[str, Rule] = {
+    # no timeout after the banner exchange unless ServerAliveInterval is set
+    "openssh": Rule(KEX),
+    # no timeouts at all; pre-banner lines are unbounded too
+    "putty": Rule(KEX),
+    # 15 s handshake timer from the banner until the first packet it handles
+    "paramiko": Rule(KEX, kexinit_max=QUICK_KEXINIT),
+    # login_timeout: 120 s for everything up to authentication, whatever we do
+    "asyncssh": Rule(KEX, limit=120.0),
+    # 50 pre-banner lines; no timeout in key exchange
+    "dropbear": Rule(KEX),
+    # ssh_connect waits 10 s in all by default
+    "libssh": Rule(KEX, limit=10.0),
+    "libssh2": Rule(KEX),
+    "jsch": Rule(KEX),
+    # 255 pre-banner bytes in all; ClientConfig.Timeout covers the TCP dial only
+    "go": Rule(KEX),
+    "unknown": Rule(KEX),
+    # sent nothing: likely waits for our version (a banner grabber); kex answers
+    "silent": Rule(KEX),
+}
+
+
+def family_of(ident: bytes | None) -> str:
+    """The client family an identification line names ("silent" for none)."""
+    if ident is None:
+        return "silent"
+    parts = ident.split(b"-", 2)
+    if len(parts) < 3 or parts[0] != b"SSH":
+        return "unknown"
+    software = parts[2].lower()
+    for prefix, family in _FAMILY_PREFIXES:
+        if software.startswith(prefix.encode()):
+            return family
+    return "unknown"
+
+
+PACE_MIN = 0.5  # never pace a client faster than this from what its address did
+PACE_SHARE = 0.6  # of its measured patience; even +25% jitter stays under it
+GRAB_TIME = 3.0  # under kex, leaving this soon without a KEXINIT means a banner grab
+
+
+def pace_code(seconds: float) -> int:
+    """Seconds as the state word's 8-bit pace field (tenths; 0 = the delay)."""
+    if seconds <= 0 or seconds > 25.5:
+        return 0
+    return max(1, min(255, round(seconds * 10)))
+
+
+class PatienceStore:
+    """What each source address did on earlier visits, in memory and bounded.
+
+    An event Sink: fed by ``close`` events, it keeps one small int per address
+    (the advised mode, pace and visit count), least recently used dropped first.
+    The adaptive bait asks it in ``open``. Learning, from the notes the bait
+    leaves on the close event (mode, pace, start of the stall phase, hassh):
+
+    - under ``kex``, gone within GRAB_TIME without a KEXINIT: a banner grabber,
+      which took our version and left, so next time ``drip`` (never a version);
+    - gone within three paces of the stall phase: an idle timeout not much
+      longer than our pace, so next time pace at PACE_SHARE of the time it
+      waited (of one pace if it survived a gap), never under PACE_MIN;
+    - under ``banner``/``drip``, gone after more ticks: a line or byte count
+      limit, so next time ``kex``.
+
+    Only departures by the client (reason closed or reset) teach anything.
+    """
+
+    def __init__(self, cap: int = 65536) -> None:
+        self.cap = cap
+        self.enabled = False
+        self._ips: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._ips)
+
+    def __bool__(self) -> bool:  # an empty store is still a store
+        return True
+
+    def emit(self, event: Event) -> None:
+        if not self.enabled or event.kind != CLOSE or event.proto != PROTOCOL:
+            return
+        if event.reason not in ("closed", "reset"):
+            return
+        if event.note("mode") not in ("drip", "kex"):
+            return  # banner listeners leave no notes to learn from
+        mode = MODES[event.note("mode")]
+        try:
+            pace = float(event.note("pace", "0"))
+            start = float(event.note("start", "0"))
+        except ValueError:
+            return
+        idle = event.duration - start
+        code = pace_code(pace)
+        if mode == KEX and not event.note("hassh") and event.duration < GRAB_TIME:
+            mode = DRIP
+        elif pace > 0 and 0 < idle < 3 * pace:
+            # left within the first few gaps: an idle timeout. It waited ``idle``
+            # in the first gap, or about one pace if it survived some gaps.
+            patience = idle if idle < 1.2 * pace else pace
+            code = pace_code(max(PACE_MIN, PACE_SHARE * patience))
+        elif mode != KEX and pace > 0 and idle >= 3 * pace:
+            mode = KEX
+        ip = event.ip
+        old = self._ips.pop(ip, None)
+        visits = min(255, (old >> 10) + 1) if old is not None else 1
+        self._ips[ip] = mode | code << 2 | visits << 10
+        if len(self._ips) > self.cap:
+            del self._ips[next(iter(self._ips))]
+
+    def advice(self, ip: str) -> tuple[int, int] | None:
+        """(mode, pace code) learned for ``ip``, or None; marks it recently used."""
+        rec = self._ips.pop(ip, None)
+        if rec is None:
+            return None
+        self._ips[ip] = rec
+        return rec & 3, (rec >> 2) & 0xFF
+
+    def visits(self, ip: str) -> int:
+        rec = self._ips.get(ip)
+        return 0 if rec is None else rec >> 10
+
+    def close(self) -> None:
+        pass
+
+
+_STORE: PatienceStore | None = None
+
+
+def patience_store() -> PatienceStore:
+    """The process-wide store that adaptive listeners share."""
+    global _STORE
+    if _STORE is None:
+        _STORE = PatienceStore()
+    return _STORE
+
+
+def sinks() -> list[PatienceStore]:
+    """Event sinks this protocol wants on the bus (the engine's CLI adds them)."""
+    return [patience_store()]
+
+
+# --- drip, kex and adaptive ------------------------------------------------------
+
+
+class SshBait:
+    """The ``drip``, ``kex`` and ``adaptive`` modes; see the module docstring."""
+
+    protocol = PROTOCOL
+
+    def __init__(self, spec: TarpitSpec, store: PatienceStore | None = None) -> None:
+        mode = str(spec.opt("mode"))
+        self.adaptive = mode == "adaptive"
+        self.fixed = MODES.get(mode, KEX)
+        self.delay = spec.delay
+        self.jitter = spec.jitter if spec.jitter > 0 else MODE_JITTER
+        first = float(spec.opt("first_delay"))
+        self.first_delay = self.delay if first < 0 else first
+        self.min_rate = float(spec.opt("min_rate"))
+        self.version = str(spec.opt("version")).encode("ascii") + b"\r\n"
+        self.kexinit = KexinitTemplate(OPENSSH_92_SERVER)
+        self.kexinit_time = float(spec.opt("kexinit_time"))
+        self.ident_wait = float(spec.opt("ident_wait"))
+        self.pool = DripPool(int(spec.opt("drip_line_length")))
+        self.lines = LineSource(int(spec.opt("line_length")))
+        self.store = store if store is not None else patience_store()
+        if self.adaptive:
+            self.store.enabled = True
+        self._rand = random.Random(os.urandom(16))
+
+    # -- the Bait interface --
+
+    def open(self, peer: str) -> Step:
+        if not self.adaptive:
+            return self._start(self.fixed << MODE_SHIFT, None, 0.0, ())
+        mode, code = self.store.advice(peer) or (NO_ADVICE, 0)
+        state = UNDECIDED | mode << MODE_SHIFT | code << PACE_SHIFT
+        return Step(state, b"", self.ident_wait)
+
+    def tick(self, state: int, obj: Any, age: float) -> Step:
+        if state & UNDECIDED:
+            return self._decide(state, obj, None, age, ())
+        mode = (state & MODE_MASK) >> MODE_SHIFT
+        if mode == KEX:
+            return self._kex_tick(state, obj)
+        if mode == DRIP:
+            return self._drip_tick(state, obj)
+        d = self._interval(state)
+        return Step(state, self.lines.at_least(_need(self.min_rate, d)), d, obj)
+
+    def feed(self, state: int, obj: Any, data: bytes, age: float) -> Step:
+        notes: list[tuple[str, str | bytes]] = []
+        if not state & IDENT_DONE:
+            buf = obj if obj is not None else bytearray()
+            buf += data
+            end = buf.find(b"\n", 0, IDENT_MAX)
+            if end < 0 and len(buf) < IDENT_MAX:
+                return Step(state, obj=buf)
+            if end >= 0:
+                ident, rest = bytes(buf[:end]).rstrip(b"\r"), bytes(buf[end + 1 :])
+            else:  # no line end in 255 bytes: not an SSH client, stop reading
+                ident, rest = bytes(buf[:IDENT_MAX]), b""
+                state |= KEXIN_DONE
+            state |= IDENT_DONE
+            obj = None
+            notes.append(("ssh_id", ident))
+            if state & UNDECIDED:
+                step = self._decide(state, None, ident, age, notes)
+                state, notes = step.state, list(step.notes or ())
+                first: Step | None = step
+            else:
+                first = None
+                state |= self._quick(family_of(ident))
+        else:
+            rest, first = data, None
+        if not state & KEXIN_DONE and (rest or obj is not None):
+            state, obj = self._read_kexinit(state, obj, rest, notes)
+        if first is not None:
+            return first._replace(state=state, obj=obj, notes=tuple(notes))
+        return Step(state, obj=obj, notes=tuple(notes) or None)
+
+    # -- choosing and starting a mode --
+
+    def _decide(self, state: int, obj: Any, ident: bytes | None, age: float, notes: Any) -> Step:
+        """Adaptive: pick the mode from the address's history, else the family."""
+        family = family_of(ident)
+        rule = FAMILIES[family]
+        mode = (state & MODE_MASK) >> MODE_SHIFT
+        if mode == NO_ADVICE:
+            mode = rule.mode
+        state = (state & ~(UNDECIDED | MODE_MASK)) | mode << MODE_SHIFT | self._quick(family)
+        return self._start(state, obj, age, (*notes, ("family", family)))
+
+    def _quick(self, family: str) -> int:
+        """QUICK when the family must have our whole KEXINIT sooner than
+        ``kexinit_time`` (in every mode: a fixed ``kex`` must not lose it either)."""
+        limit = FAMILIES[family].kexinit_max
+        return QUICK if limit is not None and limit < self.kexinit_time else 0
+
+    def _start(self, state: int, obj: Any, age: float, notes: Any) -> Step:
+        mode = (state & MODE_MASK) >> MODE_SHIFT
+        pace = self._pace(state)
+        if mode == KEX:
+            span = self._kexinit_span(state)
+            notes = (*notes, ("mode", "kex"), ("pace", f"{pace:g}"), ("start", f"{span:g}"))
+            if span <= 0:
+                out = self.version + self.kexinit.piece(0, len(self.kexinit))
+                d = self._interval(state)
+                return Step(state | KEXOUT_DONE, out, d, obj, notes=notes)
+            d = self._piece_interval(state)
+            pos = min(len(self.kexinit) - 1, max(0, _need(self.min_rate, d) - len(self.version)))
+            out = self.version + self.kexinit.piece(0, pos)
+            return Step(state | pos << POS_SHIFT, out, d, obj, notes=notes)
+        wait = max(0.0, self.first_delay - age)
+        notes = (*notes, ("mode", MODE_NAMES[mode]), ("pace", f"{pace:g}"))
+        notes = (*notes, ("start", f"{self.first_delay:g}"))
+        if mode == DRIP:
+            state = (state & LOW_MASK) | self.pool.random_start() << POS_SHIFT
+        if wait <= 0:
+            return self.tick(state, obj, age)._replace(notes=notes)
+        return Step(state, b"", jittered(wait, self.jitter), obj, notes=notes)
+
+    # -- pacing --
+
+    def _pace(self, state: int) -> float:
+        code = (state & PACE_MASK) >> PACE_SHIFT
+        return code / 10 if code else self.delay
+
+    def _interval(self, state: int) -> float:
+        return jittered(self._pace(state), self.jitter, self._rand.random)
+
+    def _kexinit_span(self, state: int) -> float:
+        return min(self.kexinit_time, QUICK_KEXINIT) if state & QUICK else self.kexinit_time
+
+    def _piece_interval(self, state: int) -> float:
+        return jittered(self._kexinit_span(state) / KEX_PIECES, self.jitter, self._rand.random)
+
+    # -- the modes' ticks --
+
+    def _drip_tick(self, state: int, obj: Any) -> Step:
+        d = self._interval(state)
+        out, pos = self.pool.take(state >> POS_SHIFT, max(1, _need(self.min_rate, d)))
+        return Step((state & LOW_MASK) | pos << POS_SHIFT, out, d, obj)
+
+    def _kex_tick(self, state: int, obj: Any) -> Step:
+        if state & KEXOUT_DONE:
+            d = self._interval(state)
+            return Step(state, self._ignore(_need(self.min_rate, d)), d, obj)
+        total = len(self.kexinit)
+        pos = state >> POS_SHIFT
+        d = self._piece_interval(state)
+        size = max(1, round(total / KEX_PIECES * (0.5 + self._rand.random())))
+        end = min(total, pos + max(size, _need(self.min_rate, d)))
+        out = self.kexinit.piece(pos, end)
+        if end >= total:
+            d = self._interval(state)
+            short = _need(self.min_rate, d) - len(out)
+            if short > 0:
+                out += self._ignore(short)
+            return Step((state & LOW_MASK) | KEXOUT_DONE, out, d, obj)
+        return Step((state & LOW_MASK) | end << POS_SHIFT, out, d, obj)
+
+    def _ignore(self, need: int) -> bytes:
+        """One SSH_MSG_IGNORE packet of random content, ``need`` bytes or more."""
+        n = self._rand.randint(4, 36)
+        if need > n + 14:
+            n = min(need - 14, 32000)
+        return frame(ignore_payload(os.urandom(n)))
+
+    # -- reading the client's KEXINIT --
+
+    def _read_kexinit(
+        self, state: int, obj: Any, data: bytes, notes: list[tuple[str, str | bytes]]
+    ) -> tuple[int, Any]:
+        """Buffer the client's first packet (bounded); log its HASSH, then drop it."""
+        buf = obj if obj is not None else bytearray()
+        buf += data
+        try:
+            got = read_packet(buf, KEXINIT_LIMIT)
+            if got is None:
+                return state, buf
+            payload = got[0]
+            if payload[:1] != bytes([MSG_KEXINIT]):
+                raise WireError(f"first packet is type {payload[0] if payload else 'none'}")
+            digest, raw = hassh(parse_kexinit(payload))
+        except WireError as exc:
+            notes.append(("hassh_error", str(exc)))
+            return state | KEXIN_DONE, None
+        notes.append(("hassh", digest))
+        notes.append(("hassh_algos", raw[:HASSH_RAW_MAX]))
+        return state | KEXIN_DONE, None
+
+
+def make(spec: TarpitSpec) -> BannerBait | SshBait:
+    if spec.options.get("mode", "banner") == "banner":
+        return BannerBait(spec)
+    return SshBait(spec)
