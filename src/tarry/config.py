@@ -161,7 +161,7 @@ def parse_tarpit(table: Any, where: str) -> TarpitSpec:
     modules = registry()
     if protocol is None:
         raise ConfigError(f"{where}protocol: missing (one of {', '.join(sorted(modules))})")
-    if protocol not in modules:
+    if not isinstance(protocol, str) or protocol not in modules:
         raise ConfigError(
             f"{where}protocol: unknown protocol {protocol!r} (one of {', '.join(sorted(modules))})"
         )
