@@ -312,11 +312,11 @@ def announce(engine: Engine) -> None:
             )
 
 
-def check_config(path: str) -> int:
+def check_config(path: str, bind: bool = True) -> int:
     try:
         cfg = load(path)
         make_baits(cfg.tarpits, _where(cfg.path))
-        for socks in bind_all(cfg.tarpits, _where(cfg.path)):
+        for socks in bind_all(cfg.tarpits, _where(cfg.path)) if bind else []:
             for _, sock in socks:
                 sock.close()
     except ConfigError as exc:
@@ -351,6 +351,11 @@ def ssh_main(argv: list[str]) -> int:
     def warn(msg: str) -> None:
         print(f"tarry: {msg}", file=sys.stderr)
 
+    if "--help" in argv:
+        from .manual import SSH_EXTRA
+
+        sys.stdout.write(ENDLESSH_USAGE + SSH_EXTRA)
+        return 0
     config_file = ENDLESSH_CONFIG
     use_syslog = False
     verbosity = 0
@@ -466,27 +471,53 @@ def main(argv: list[str] | None = None) -> int:
         from .report import report_main
 
         return report_main(argv[1:])
+    from . import manual
+
+    raw = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog="tarry",
-        description="A multi-protocol network tarpit: SSH, HTTP and SMTP.",
+        description="A multi-protocol network tarpit: SSH, HTTP and SMTP.\n\n" + manual.TARRY,
+        epilog=manual.TARRY_EPILOG,
+        formatter_class=raw,
     )
     parser.add_argument("--version", action="version", version=f"tarry {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p_serve = sub.add_parser(
         "serve",
         help="run every configured tarpit",
-        description="Run every [[tarpit]] of the config file (the embedded defaults without -c).",
+        description=manual.SERVE,
+        epilog=manual.SERVE_EPILOG,
+        formatter_class=raw,
     )
-    p_serve.add_argument("-c", "--config", metavar="FILE", help="tarry.toml to run")
+    p_serve.add_argument(
+        "-c", "--config", metavar="FILE", help="the tarry.toml to run (default: embedded defaults)"
+    )
     sub.add_parser(
         "ssh",
         help="endlessh drop-in (same flags: tarry ssh -h)",
         add_help=False,
     )
     sub.add_parser("report", help="summarise the history store (tarry report -h)", add_help=False)
-    sub.add_parser("default-config", help="print the embedded default config")
-    p_check = sub.add_parser("check-config", help="check a config file and exit")
-    p_check.add_argument("file", metavar="FILE")
+    sub.add_parser(
+        "default-config",
+        help="print the embedded default config",
+        description=manual.DEFAULT,
+        epilog=manual.DEFAULT_EPILOG,
+        formatter_class=raw,
+    )
+    p_check = sub.add_parser(
+        "check-config",
+        help="check a config file and exit",
+        description=manual.CHECK,
+        epilog=manual.CHECK_EPILOG,
+        formatter_class=raw,
+    )
+    p_check.add_argument("file", metavar="FILE", help="the tarry.toml to check")
+    p_check.add_argument(
+        "--no-bind",
+        action="store_true",
+        help="do not try the listen addresses (they are in use by a running tarry, or systemd)",
+    )
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args.config)
@@ -494,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(DEFAULT_CONFIG)
         return 0
     if args.command == "check-config":
-        return check_config(args.file)
+        return check_config(args.file, bind=not args.no_bind)
     parser.print_help()
     return 2
 

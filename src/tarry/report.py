@@ -62,7 +62,21 @@ def parse_when(text: str, now: float) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Summarise the tarpit's history store.")
+    p = _Parser(
+        prog=PROG,
+        description=(
+            "Summarise the tarpit's history store: sessions, time wasted, bytes sent,\n"
+            "the top addresses, countries and client software, and activity over time.\n"
+            "The store is read-only here; tarry serve may keep writing to it."
+        ),
+        epilog=(
+            "exit status:\n  0 success; 2 no store, a bad store or a bad option (one line)\n\n"
+            "examples:\n  tarry report --since 7d\n"
+            "  tarry report --proto ssh,smtp --since 2026-11-01 --format json\n"
+            "  tarry report --db /var/lib/tarry/history.sqlite3 --by hour --since 24h"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--db", help=f"the history database (default: {default_path()})")
     p.add_argument("--since", help="start of the range: 2026-11-01[T10:00] (UTC) or 7d, 24h, 30m")
     p.add_argument("--until", help="end of the range (exclusive), same forms; default: now")
