@@ -22,6 +22,7 @@ from test_engine import connect, free_port, read_lines, ssh_config
 
 NO_HISTORY = '[history]\nenabled = false\n[admin]\nlisten = ""\n'
 ROOT = os.geteuid() == 0
+STAY_ROOT = "[privileges]\nallow_root = true\n"
 
 
 @pytest.fixture
@@ -140,6 +141,33 @@ def test_socket_activation_by_address_and_unused_sockets(tmp_path, procs) -> Non
     assert len(read_lines(s, 2)) == 2
     s.close()
     t.wait_for(r" CLOSE ")
+
+
+def test_reload_hands_a_passed_socket_back_and_takes_it_again(tmp_path, procs) -> None:
+    port = free_port()
+    # (as root it stays root: after a switch to nobody, pytest's tmp_path is unreadable)
+    named = ssh_config(delay=0.05) + 'name = "trap"\n' + NO_HISTORY + STAY_ROOT
+    config = write(tmp_path, named)
+    t = activated(config, port, "trap")
+    procs.append(t)
+    wait_until(lambda: any("Listening on" in e for e in t.err), 10, "systemd-socket-activate")
+    held = socket.create_connection(("127.0.0.1", port), timeout=10)
+    t.wait_for(rf"LISTEN proto=ssh listener=127\.0\.0\.1:{port} ", timeout=20)
+    t.wait_for(r" ACCEPT ")
+    # a config without the table: its client is released, the socket goes back to the pool
+    Path(config).write_text(named.replace('name = "trap"', 'name = "other"'))
+    t.signal(signal.SIGHUP)
+    t.wait_for(r" CLOSE .*reason=reload", timeout=10)
+    held.close()
+    # the table comes back: the same passed socket serves it again (tarry cannot re-bind it)
+    Path(config).write_text(named)
+    mark = len(t.lines)
+    t.signal(signal.SIGHUP)
+    t.wait_for(rf"LISTEN proto=ssh listener=127\.0\.0\.1:{port} ", timeout=10, after=mark)
+    again = socket.create_connection(("127.0.0.1", port), timeout=10)
+    assert len(read_lines(again, 2)) == 2
+    assert not any("reload rejected" in e for e in t.err)
+    again.close()
 
 
 def test_a_passed_socket_no_tarpit_wants_is_reported(tmp_path, procs) -> None:

@@ -575,8 +575,14 @@ class Engine:
             return
         fd, index, _, _, port, first = entry
         listener = self.listeners[index]
-        if listener is None or listener.tarpit is not tarpit or not self._register(fd):
-            os.close(fd)
+        if (
+            listener is None
+            or listener.tarpit is not tarpit
+            or listener.sock is None
+            or tarpit.retired
+            or not self._register(fd)
+        ):
+            os.close(fd)  # its listener is gone: as if the backlog had been closed
             return
         if not tarpit.retired and self._room(tarpit):
             for other in tarpit.listeners:
