@@ -175,7 +175,10 @@ def test_kill_9_loses_at_most_the_last_batch(tmp_path):
 
 
 def test_kill_9_during_constant_writes_never_corrupts(tmp_path):
+    written = []
     for k, until in enumerate((5000, 20000, 40000)):  # kill at different points of the cycle
         path = tmp_path / f"h{k}.sqlite3"
         run_and_kill(path, 0.0, batch=200, interval=0.01, until=until)
-        assert len(check_file(path)) > 0
+        written.append(len(check_file(path)))
+    # on a loaded machine the earliest kill may come before the first commit
+    assert max(written) > 0, written

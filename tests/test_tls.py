@@ -65,12 +65,16 @@ def test_generated_certificate_is_kept_and_reused(tmp_path):
     assert ctx.num_tickets == 0
 
 
-def test_state_dir_default_is_writable(tmp_path, monkeypatch):
+def test_state_dir_is_made_or_named_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     assert tls.default_state_dir() == tmp_path / "xdg" / "tarry"
+    assert (tmp_path / "xdg" / "tarry").is_dir()
+    # never a silent fall-back elsewhere: the operator is told which directory
     monkeypatch.setenv("XDG_STATE_HOME", "/proc/not-writable")
-    d = tls.default_state_dir()
-    assert d.is_dir() and d != tmp_path / "xdg" / "tarry"
+    with pytest.raises(tls.CertError) as err:
+        tls.default_state_dir()
+    assert "/proc/not-writable/tarry" in one_line(err)
 
 
 def one_line(exc: pytest.ExceptionInfo[tls.CertError]) -> str:

@@ -6,7 +6,6 @@ and what is wrong, so the CLI can print one line and never a traceback.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -503,13 +502,3 @@ def load_endlessh(
                 cfg.log_level = level
         else:
             warn(f"{path}:{lineno}: Unknown option '{key}'")
-
-
-def state_dir() -> str:
-    """Where tarry keeps its files: $XDG_STATE_HOME/tarry, else /var/lib/tarry."""
-    xdg = os.environ.get("XDG_STATE_HOME")
-    if xdg:
-        return os.path.join(xdg, "tarry")
-    if os.geteuid() == 0:
-        return "/var/lib/tarry"
-    return os.path.join(os.path.expanduser("~"), ".local", "state", "tarry")

@@ -14,13 +14,13 @@ bytes and what the client said). Clients still held at a ``kill -9`` are lost.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from .events import CLOSE, Event
+from .paths import state_dir
 from .sinks import ThreadedSink, _stderr
 from .software import software
 
@@ -60,14 +60,7 @@ class HistoryError(Exception):
 
 
 def default_dir() -> Path:
-    """The state directory: systemd's, then XDG's, then /var/lib/tarry for root."""
-    for var in ("STATE_DIRECTORY", "XDG_STATE_HOME"):
-        value = os.environ.get(var, "").split(":")[0]
-        if value:
-            return Path(value) / ("" if var == "STATE_DIRECTORY" else "tarry")
-    if os.geteuid() == 0:
-        return Path("/var/lib/tarry")
-    return Path.home() / ".local" / "state" / "tarry"
+    return state_dir()
 
 
 def default_path() -> Path:
@@ -140,6 +133,8 @@ class HistoryStore(ThreadedSink):
     The file is opened (and migrated) in the constructor so that a bad path is
     reported at start-up; the writer thread then owns the connection.
     """
+
+    linger = True  # one transaction per flush interval, not per event
 
     name = "history"
     join_timeout = 15.0

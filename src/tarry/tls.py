@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .bait import Bait, Notes, Option, Step, TarpitSpec, jittered, sanitise
+from .paths import state_dir
 
 HANDSHAKE_TIME = 60.0  # seconds a handshake may take, our own stutter not counted
 HANDSHAKE_WAIT = 30.0  # seconds the client gets to answer our last handshake piece
@@ -94,25 +95,15 @@ class TlsUnavailable(CertError):
 
 
 def default_state_dir() -> Path:
-    """Where generated state lives: $XDG_STATE_HOME/tarry, /var/lib/tarry, then
-    per-user and temporary fall-backs, the first one that is (or can be made) writable."""
-    candidates: list[Path] = []
-    xdg = os.environ.get("XDG_STATE_HOME")
-    if xdg:
-        candidates.append(Path(xdg) / "tarry")
-    candidates.append(Path("/var/lib/tarry"))
-    home = os.environ.get("HOME")
-    if home:
-        candidates.append(Path(home) / ".local" / "state" / "tarry")
-    candidates.append(Path(tempfile.gettempdir()) / f"tarry-{os.getuid()}")
-    for path in candidates:
-        try:
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError:
-            continue
-        if os.access(path, os.W_OK | os.X_OK):
-            return path
-    return candidates[-1]
+    """The state directory, made if missing; a certificate must not land anywhere else."""
+    path = state_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise CertError(
+            f"cert: not set, and the state directory {path} cannot be made: {exc.strerror}"
+        ) from None
+    return path
 
 
 def _write_private(path: Path, data: bytes, mode: int) -> None:
