@@ -160,7 +160,8 @@ def _event_loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | 
 
 def _drop_privileges(cfg: Config) -> None:
     """As root: hand over the state directory, then become [privileges] user."""
-    from .history import default_dir, default_path
+    from .history import default_path
+    from .paths import state_dir
     from .privileges import PrivilegeError, drop
 
     history = cfg.sections.get("history", {})
@@ -168,7 +169,7 @@ def _drop_privileges(cfg: Config) -> None:
     if history.get("enabled", True):
         writable.append(Path(history.get("path") or default_path()).parent)
     try:
-        done = drop(cfg.user, cfg.group, cfg.allow_root, default_dir(), writable)
+        done = drop(cfg.user, cfg.group, cfg.allow_root, state_dir(), writable)
     except PrivilegeError as exc:
         fail(f"{cfg.path}: {exc}")
     if done:

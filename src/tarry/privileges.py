@@ -3,8 +3,9 @@
 tarry binds its listening sockets as root (port 22 needs it), then becomes an
 unprivileged user before it accepts anyone: a bug in code that reads hostile
 bytes must not be a root shell. Like systemd's StateDirectory=, the state
-directory is created if needed and handed to that user first, so the history
-store stays writable after the switch.
+directory is created if needed and handed, with what is in it (the history
+store, generated TLS keys), to that user first, so it stays usable after the
+switch.
 """
 
 from __future__ import annotations
@@ -164,6 +165,8 @@ PRELOAD = (
     "tarry.sinks",
     "tarry.stats",
     "tarry.events",
+    "tarry.tls",
+    "ssl",
     "syslog",
     "sqlite3",
     "encodings.idna",  # name lookups (aiohttp, uvloop) load it on first use
