@@ -319,6 +319,8 @@ def test_reload_with_a_bad_config_is_one_line_and_changes_nothing(serve) -> None
     new = t.err[errors_before:]
     assert len(new) == 1 and "max_clients_per_ip" in new[0], new
     assert len(read_lines(s, 3)) == 3
-    assert len(read_lines(dial(port), 1)) == 1
+    fresh = dial(port)
+    assert len(read_lines(fresh, 1)) == 1
     logged(t, r" CLOSE ", 0)
     s.close()
+    fresh.close()
