@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from support import Tarry, start_tarry, wait_until
+from support import Tarry, need_module, start_tarry, wait_until
 from tarry import proxy
 from test_engine import free_port, read_lines
 
@@ -189,6 +189,31 @@ def test_proxy_header_names_the_peer(serve, header, host, port) -> None:
     close = t.wait_for(r" CLOSE ").string
     assert f" host={host} " in close and "ssh_id=SSH-2.0-Behind_LB" in close
     assert " received=19 " in close  # the header is the balancer's, not the peer's
+
+
+def test_proxy_address_decides_the_country_and_the_history(tmp_path) -> None:
+    need_module("mmdb_writer")
+    from test_geo import write_mmdb
+
+    mmdb = write_mmdb(tmp_path / "c.mmdb", {"203.0.113.0/24": "FR", "127.0.0.0/8": "NL"})
+    db = tmp_path / "h.sqlite3"
+    t = start_tarry(
+        tarpit(proxy_protocol=True)
+        + f'[geo]\nmmdb = "{mmdb}"\n[history]\npath = "{db}"\nflush_interval = 0.1\n'
+        + '[admin]\nlisten = ""\n'
+    )
+    try:
+        s = dial(t.port(), data=proxy.v1("203.0.113.77", 3333, "127.0.0.1", 22))
+        t.wait_for(r" ACCEPT host=203\.0\.113\.77 ")
+        s.close()
+        close = t.wait_for(r" CLOSE ").string
+        assert "country=FR" in close
+    finally:
+        t.stop()
+    import sqlite3
+
+    rows = sqlite3.connect(db).execute("select ip, port, country from sessions").fetchall()
+    assert rows == [("203.0.113.77", 3333, "FR")]
 
 
 def test_proxy_header_byte_by_byte(serve) -> None:
