@@ -188,6 +188,10 @@ def serve(path: str | None) -> int:
         where = _where(cfg.path)
         baits = make_baits(cfg.tarpits, where)
         factory = _event_loop_factory(cfg.loop)
+        if cfg.workers > 1:
+            from .workers import serve_workers
+
+            return serve_workers(cfg, path, activation, notifier, baits, factory)
         bound = bind_all(cfg.tarpits, where, activation.bind, activation.discard)
     except ConfigError as exc:
         fail(str(exc))
@@ -283,14 +287,21 @@ def live_totals(engine: Engine) -> Callable[[], dict[tuple[str, str], tuple[int,
     return live
 
 
-async def _start_admin(engine: Engine, start: Callable[..., Any] | None, explicit: bool) -> Any:
-    """The admin listener; a default one that cannot bind is a warning, a configured one fatal."""
+async def _start_admin(
+    engine: Any,
+    start: Callable[..., Any] | None,
+    explicit: bool,
+    live: Callable[[], dict[tuple[str, str], tuple[int, float, int]]] | None = None,
+) -> Any:
+    """The admin listener; a default one that cannot bind is a warning, a configured one fatal.
+    ``engine`` is an Engine, or anything with its ``snapshot`` and ``held_by_protocol``
+    (the workers' supervisor) and then ``live``."""
     if start is None:
         return None
     from .admin import AdminError
 
     try:
-        admin = await start(engine.snapshot, engine.held_by_protocol, live_totals(engine))
+        admin = await start(engine.snapshot, engine.held_by_protocol, live or live_totals(engine))
     except AdminError as exc:
         if explicit:
             fail(str(exc))

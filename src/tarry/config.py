@@ -6,6 +6,7 @@ and what is wrong, so the CLI can print one line and never a traceback.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ DEFAULT_CONFIG = """\
 [engine]
 write_timeout = 300.0      # give up on a client whose writes block this long (s)
 loop = "auto"              # "asyncio", "uvloop" (tarry[fast]), or "auto": uvloop if installed
+workers = 1                # engine processes; "auto" = one per core (docs/workers.md)
 
 [log]
 level = "info"             # "none", "info" (ACCEPT/CLOSE/TOTALS) or "debug"
@@ -123,6 +125,7 @@ class Config:
     sections: dict[str, Any] = field(default_factory=dict)
     # deployment (docs/deploy.md)
     loop: str = "auto"
+    workers: int = 1  # engine processes; "auto" is resolved to the cores we may run on
     max_clients: int = 0
     user: str = "nobody"
     group: str = "nogroup"
@@ -225,6 +228,26 @@ LOOP_OPTION = Option(
 )
 
 
+MAX_WORKERS = 1024
+
+
+def _workers(v: Any) -> str | None:
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_WORKERS):
+        return None
+    return f'must be "auto" (one per core) or a number of processes from 1 to {MAX_WORKERS}'
+
+
+WORKERS_OPTION = Option(1, (int, str), "engine processes under one supervisor", _workers)
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _name(v: str) -> str | None:
     if not v or len(v) > 64 or any(c in v for c in ":\n\0/"):
         return "must be a user or group name (or a number)"
@@ -262,8 +285,10 @@ def _engine_section(table: dict[str, Any], where: str) -> None:
             check_value(where, key, value, opt)
         elif key == "loop":
             check_value(where, key, value, LOOP_OPTION)
+        elif key == "workers":
+            check_value(where, key, value, WORKERS_OPTION)
         else:
-            raise ConfigError(f"{where}{key}: unknown key (known: loop, write_timeout)")
+            raise ConfigError(f"{where}{key}: unknown key (known: loop, workers, write_timeout)")
 
 
 def _log_section(table: dict[str, Any], where: str) -> None:
@@ -343,6 +368,7 @@ def parse(text: str, path: str = "<embedded defaults>") -> Config:
         path=path,
         sections={k: v for k, v in doc.items() if k != "tarpit"},
         loop=engine.get("loop", LOOP_OPTION.default),
+        workers=cpu_count() if engine.get("workers") == "auto" else engine.get("workers", 1),
         max_clients=int(limits.get("max_clients", LIMITS["max_clients"].default)),
         user=privileges["user"],
         group=privileges["group"],

@@ -86,37 +86,49 @@ def format_address(family: int, host: str, port: int) -> str:
     return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
 
 
-def bind_listener(text: str) -> socket.socket:
+def bind_listener(text: str, reuseport: bool = False, listen: bool = True) -> socket.socket:
     """A listening socket for ``text``: ``*`` is dual-stack where IPv6 exists;
-    ``[::]`` is IPv6 only, so it can sit beside ``0.0.0.0`` on the same port."""
+    ``[::]`` is IPv6 only, so it can sit beside ``0.0.0.0`` on the same port.
+    ``reuseport`` lets several sockets share the address (workers);
+    ``listen=False`` only binds, to see whether the address is free."""
     host, port = parse_address(text)
     if host == "*":
         if socket.has_ipv6:
             try:
-                return _bind(socket.AF_INET6, "::", port, v6only=False)
+                return _bind(socket.AF_INET6, "::", port, False, reuseport, listen)
             except BindError as exc:
                 if not isinstance(exc.__cause__, OSError) or exc.__cause__.errno not in (
                     errno.EAFNOSUPPORT,
                     errno.EADDRNOTAVAIL,
                 ):
                     raise
-        return _bind(socket.AF_INET, "0.0.0.0", port)
+        return _bind(socket.AF_INET, "0.0.0.0", port, True, reuseport, listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return _bind(family, host, port, v6only=True)
+    return _bind(family, host, port, True, reuseport, listen)
 
 
-def _bind(family: int, host: str, port: int, v6only: bool = True) -> socket.socket:
+def _bind(
+    family: int,
+    host: str,
+    port: int,
+    v6only: bool = True,
+    reuseport: bool = False,
+    listen: bool = True,
+) -> socket.socket:
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as exc:
         raise BindError(f"cannot create a socket: {exc.strerror}") from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
         tune_listener(sock)
         sock.bind((host, port))
-        sock.listen(min(socket.SOMAXCONN * 16, 65535))
+        if listen:
+            sock.listen(min(socket.SOMAXCONN * 16, 65535))
     except OSError as exc:
         sock.close()
         where = format_address(family, host, port)
@@ -224,12 +236,15 @@ class Interner:
 class Engine:
     """Holds clients for every tarpit in one asyncio loop."""
 
+    tarpit_type: type[Tarpit] = Tarpit
+
     def __init__(
         self,
         bus: Bus,
         *,
         write_timeout: float = 300.0,
         loop: asyncio.AbstractEventLoop | None = None,
+        table: dict[str, memoryview] | None = None,
     ) -> None:
         self.bus = bus
         self.write_timeout = write_timeout
@@ -240,20 +255,23 @@ class Engine:
         self._buf = bytearray(READ_CHUNK)
         self._view = memoryview(self._buf)
         # The client table: one row per possible fd, 36 bytes a row, in columns
-        # of anonymous memory. Pages become resident only when a row on them is
-        # first used, so the table costs what the clients held use, and it
-        # never moves or leaves freed holes behind as it fills.
-        self.cap = rows = table_rows(raise_fd_limit())
+        # of anonymous memory (see TABLE). Pages become resident only when a row
+        # on them is first used, so the table costs what the clients held use,
+        # and it never moves or leaves freed holes behind as it fills. A worker
+        # gets columns its supervisor made before the fork (docs/workers.md).
+        if table is None:
+            table = make_table(table_rows(raise_fd_limit()))
+        self.cap = min(len(table[name]) for name, _ in TABLE)
         self.top = 0  # one past the highest fd used so far
-        self.lst = column("H", rows)  # listener index, 0 = no client on this fd
-        self.t0 = column("d", rows)  # accept time (loop clock)
-        self.due = column("I", rows)  # wheel key of the next tick (low 32 bits); NO_TICK = none
-        self.sent = column("I", rows)  # bytes sent, low 32 bits (see _high)
-        self.recv = column("I", rows)  # bytes received, low 32 bits
-        self.state = column("I", rows)  # the bait's state word
-        self.note = column("I", rows)  # notes id in the interner, 0 = none
-        self.port = column("H", rows)
-        self.ip4 = column("I", rows)  # the peer's IPv4 address
+        self.lst = table["lst"]
+        self.t0 = table["t0"]
+        self.due = table["due"]
+        self.sent = table["sent"]
+        self.recv = table["recv"]
+        self.state = table["state"]
+        self.note = table["note"]
+        self.port = table["port"]
+        self.ip4 = table["ip4"]
         self.ip6: dict[int, bytes] = {}  # IPv6 peers (the rarer kind) cost a dict entry
         # rare, sparse extras
         self.objs: dict[int, Any] = {}
@@ -296,7 +314,7 @@ class Engine:
     def add_tarpit(
         self, spec: TarpitSpec, bait: Bait, socks: Iterable[tuple[str, socket.socket]]
     ) -> Tarpit:
-        tarpit = Tarpit(spec, bait)
+        tarpit = self.tarpit_type(spec, bait)
         tarpit.set_spec(spec)
         self.tarpits.append(tarpit)
         for config_address, sock in socks:
@@ -374,7 +392,7 @@ class Engine:
         if sock is None:
             return
         for _ in range(ACCEPT_BATCH):
-            if not self._room(tarpit):
+            if not self._claim(tarpit):
                 # new clients wait in the kernel backlog, as with endlessh
                 if self.max_clients and self.held >= self.max_clients:
                     self._full = True
@@ -439,6 +457,10 @@ class Engine:
             and (not self.max_clients or self.held < self.max_clients)
             and len(tarpit.parked) < PARK_MAX
         )
+
+    # Whether one more client may be accepted now. Workers override it to take
+    # a place under the caps they share with other workers; here it is _room.
+    _claim = _room
 
     def _resume_all(self) -> None:
         self._full = False
@@ -1213,8 +1235,28 @@ def table_rows(fd_limit: int) -> int:
     return min(fd_limit, 1 << 22)
 
 
+TABLE = (
+    ("lst", "H"),  # listener index, 0 = no client on this fd
+    ("t0", "d"),  # accept time (loop clock: CLOCK_MONOTONIC)
+    ("due", "I"),  # wheel key of the next tick (low 32 bits); NO_TICK = none
+    ("sent", "I"),  # bytes sent, low 32 bits (see Engine._high)
+    ("recv", "I"),  # bytes received, low 32 bits
+    ("state", "I"),  # the bait's state word
+    ("note", "I"),  # notes id in the interner, 0 = none
+    ("port", "H"),
+    ("ip4", "I"),  # the peer's IPv4 address
+)
+
+
+def make_table(rows: int) -> dict[str, memoryview]:
+    """The client table's columns, ``rows`` rows each (36 bytes a row)."""
+    return {name: column(fmt, rows) for name, fmt in TABLE}
+
+
 def column(fmt: str, rows: int) -> memoryview:
-    """A zero-filled typed column in anonymous memory."""
+    """A zero-filled typed column in anonymous memory, shared with children
+    forked later (MAP_SHARED, mmap's default), which is what lets a supervisor
+    read a worker's table."""
     size = max(struct.calcsize(fmt) * rows, mmap.PAGESIZE)
     return memoryview(mmap.mmap(-1, size)).cast(fmt)
 

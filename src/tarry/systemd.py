@@ -116,11 +116,15 @@ class Activation:
 
     def bind(self, address: str) -> socket.socket:
         """A passed socket for ``address`` if there is one, else a new one."""
+        return self.lend(address) or bind_listener(address)
+
+    def lend(self, address: str) -> socket.socket | None:
+        """A passed socket for ``address``, or None when tarry must bind it."""
         for inh in self.sockets:
             if not inh.lent and _matches(inh, address):
                 inh.lent = True
                 return inh.sock
-        return bind_listener(address)
+        return None
 
     def discard(self, sock: socket.socket) -> None:
         """The engine lets go of a socket: close ours, keep systemd's for a later reload."""
