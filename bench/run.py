@@ -63,6 +63,51 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (tarry's workers)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(name))
+    return sorted(out)
+
+
+class Tree:
+    """A server as one process or as a supervisor and its workers: every figure
+    is summed over all of them."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.pids = [pid, *children(pid)]
+
+    def memory(self) -> tuple[int, int]:
+        rss = pss = 0
+        for p in self.pids:
+            r, q = memory(p)
+            rss, pss = rss + r, pss + q
+        return rss, pss
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(p) for p in self.pids)
+
+    def fds(self) -> int:
+        return sum(fd_count(p) for p in self.pids)
+
+    def each(self) -> list[dict]:
+        out = []
+        for p in self.pids:
+            rss, pss = memory(p)
+            out.append(
+                {"pid": p, "rss": rss, "pss": pss, "fds": fd_count(p), "cpu": cpu_seconds(p)}
+            )
+        return out
+
+
 # --- processes -------------------------------------------------------------------------------
 
 
@@ -100,7 +145,15 @@ class LoadGen:
     """bench/loadgen.py as a child; its JSON lines arrive on a queue from a reader thread."""
 
     def __init__(
-        self, port: int, n: int, procs: int, src_first: str, hold: float, payload: str = "ssh"
+        self,
+        port: int,
+        n: int,
+        procs: int,
+        src_first: str,
+        hold: float,
+        payload: str = "ssh",
+        per_src: int = 10000,
+        connect_timeout: float = 60.0,
     ) -> None:
         cmd = [
             sys.executable,
@@ -117,6 +170,10 @@ class LoadGen:
             src_first,
             "--hold",
             str(hold),
+            "--per-src",
+            str(per_src),
+            "--connect-timeout",
+            str(connect_timeout),
         ]
         self.proc = start(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.lines: queue.Queue[dict] = queue.Queue()
@@ -159,12 +216,16 @@ def python(args: argparse.Namespace) -> list[str]:
     return [sys.executable] + ([] if args.no_trim else [str(BENCH / "trim.py")])
 
 
-def trim(proc: subprocess.Popen, log: Path) -> None:
-    """Have the server hand its free heap pages back (see trim.py) and wait until it has."""
+def trim(tree: Tree, log: Path) -> None:
+    """Have the server (each of its processes) hand its free heap pages back (see
+    trim.py) and wait until it has; forked workers inherit the handler."""
     mark = "BENCH-TRIMMED"
     before = log.read_text().count(mark)
-    proc.send_signal(signal.SIGUSR2)
-    wait_until(lambda: log.read_text().count(mark) > before, 10, "the server's heap trim")
+    for pid in tree.pids:
+        os.kill(pid, signal.SIGUSR2)
+    wait_until(
+        lambda: log.read_text().count(mark) >= before + len(tree.pids), 10, "the server's heap trim"
+    )
     time.sleep(0.2)
 
 
@@ -188,7 +249,12 @@ def start_tarry(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, 
         + "\n"
         # measure the process as it ran before privilege dropping existed
         + ("" if "[privileges]" in extra else "[privileges]\nallow_root = true\n")
-        + ("" if "[engine]" in extra else f'[engine]\nloop = "{args.loop}"\n')
+        + (
+            ""
+            if "[engine]" in extra
+            else f'[engine]\nloop = "{args.loop}"\n'
+            + (f"workers = {args.workers}\n" if args.workers else "")
+        )
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
@@ -230,41 +296,59 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
         try:
             port = listening_port(proc, log, pattern)
             pid = proc.pid
+            if name == "tarry" and args.workers > 1:
+                wait_until(
+                    lambda: log.read_text().count("started (pid") >= args.workers,
+                    60,
+                    "the workers",
+                )
             time.sleep(1.0)  # let start-up settle before the baseline
-            res["rss_idle_untrimmed"], res["pss_idle_untrimmed"] = memory(pid)
+            tree = Tree(pid)
+            res["rss_idle_untrimmed"], res["pss_idle_untrimmed"] = tree.memory()
             if not args.no_trim:
-                trim(proc, log)
-            fds0 = fd_count(pid)
-            rss0, pss0 = memory(pid)
-            res.update(pid=pid, port=port, rss_idle=rss0, pss_idle=pss0)
+                trim(tree, log)
+            fds0 = tree.fds()
+            rss0, pss0 = tree.memory()
+            res.update(pid=pid, pids=tree.pids, port=port, rss_idle=rss0, pss_idle=pss0)
+            res["idle_each"] = tree.each()
             print(
-                f"[{name}] pid {pid} listening on 127.0.0.1:{port}, idle RSS {rss0 / 2**20:.1f}"
-                f" MiB; connecting {n} clients",
+                f"[{name}] pid {pid} ({len(tree.pids)} processes) listening on 127.0.0.1:{port},"
+                f" idle RSS {rss0 / 2**20:.1f} MiB; connecting {n} clients",
                 flush=True,
             )
 
             hold = args.settle + args.window + 300  # loadgen's own bound; we stop it sooner
-            loadgen = LoadGen(port, n, args.procs, f"127.{10 + index}.0.1", hold, args.proto)
+            loadgen = LoadGen(
+                port,
+                n,
+                args.procs,
+                f"127.{10 + index}.0.1",
+                hold,
+                args.proto,
+                per_src=args.per_src,
+                connect_timeout=args.connect_timeout,
+            )
             t_first = loadgen.expect("start", 60)["t"]
             # The fd count covers both servers alike: one socket per held client, nothing else.
             t_all: float | None = None
             half: tuple[int, int, int] | None = None  # (held, RSS, PSS) once N/2 are held
             deadline = time.monotonic() + args.connect_timeout
+            poll = 0.01 if n <= 20000 else 0.25  # listing many fds costs CPU the server needs
             while time.monotonic() < deadline:
-                held = fd_count(pid) - fds0
+                held = tree.fds() - fds0
                 if held >= n:
                     t_all = time.monotonic()
                     break
                 if half is None and held >= n // 2:
-                    half = (held, *memory(pid))
+                    half = (held, *tree.memory())
                 if proc.poll() is not None:
                     raise BenchError(f"{name} exited with {proc.returncode} while accepting")
-                time.sleep(0.01)
+                time.sleep(poll)
             connected = loadgen.expect("connected", args.connect_timeout + 60)
             res["accept_seconds"] = None if t_all is None else t_all - t_first
             res["loadgen_connected"] = connected["connected"]
             res["loadgen_connect_seconds"] = connected["t"] - t_first
-            res["held_after_accept"] = fd_count(pid) - fds0
+            res["held_after_accept"] = tree.fds() - fds0
             accept_s = "not all" if t_all is None else f"{t_all - t_first:.2f} s"
             print(
                 f"[{name}] accepted {res['held_after_accept']}/{n} ({accept_s});"
@@ -272,20 +356,26 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
                 flush=True,
             )
             time.sleep(0.5)
-            res["rss_after_accept"], res["pss_after_accept"] = memory(pid)
+            res["rss_after_accept"], res["pss_after_accept"] = tree.memory()
 
             time.sleep(max(0.0, (t_all or time.monotonic()) + args.settle - time.monotonic()))
-            cpu0 = cpu_seconds(pid)
+            if Tree(pid).pids != tree.pids:
+                raise BenchError(f"{name}: a worker was replaced while accepting")
+            cpu0 = tree.cpu()
+            cpu0_sup = cpu_seconds(pid)
             w0 = time.monotonic()
             lines0 = loadgen.status()["lines"]
-            res["rss_window_start"], res["pss_window_start"] = memory(pid)
+            res["rss_window_start"], res["pss_window_start"] = tree.memory()
             print(f"[{name}] holding for a {args.window:g} s window", flush=True)
             time.sleep(max(0.0, w0 + args.window - time.monotonic()))
-            cpu1 = cpu_seconds(pid)
+            cpu1 = tree.cpu()
+            cpu1_sup = cpu_seconds(pid)
             w1 = time.monotonic()
             lines1 = loadgen.status()["lines"]
-            rss1, pss1 = memory(pid)
-            held = fd_count(pid) - fds0
+            rss1, pss1 = tree.memory()
+            held = tree.fds() - fds0
+            res["end_each"] = tree.each()
+            res["cpu_supervisor"] = cpu1_sup - cpu0_sup if len(tree.pids) > 1 else None
 
             window = w1 - w0
             res.update(
@@ -435,6 +525,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="tarry's [engine] loop (uvloop needs tarry[fast])",
     )
     p.add_argument("--procs", type=int, default=0, help="loadgen processes (0: as needed)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="tarry's [engine] workers (0: not set, one process); figures are summed over "
+        "the supervisor and its workers",
+    )
+    p.add_argument(
+        "--per-src",
+        type=int,
+        default=10000,
+        help="loadgen connections per source address (workers are chosen by source "
+        "address: use a few, e.g. 10, to spread clients over them)",
+    )
     p.add_argument(
         "--connect-timeout",
         type=float,

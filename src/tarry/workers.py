@@ -78,9 +78,15 @@ FRAME_MAX = 1 << 16  # bytes of pickled items per frame, as a rule
 MESSAGE_MAX = 1 << 18  # no frame is longer (a longer item is dropped)
 BUFFER_MAX = 16 << 20  # bytes of frames a worker keeps while the supervisor does not read
 POLL = 0.1  # seconds between looks while other workers' clients fill a cap
-STOP_TIMEOUT = 30.0  # seconds the supervisor waits for workers to close their clients
+STOP_TIMEOUT = 90.0  # seconds the supervisor waits for workers to close their clients
 RESTART_MIN, RESTART_MAX = 0.2, 30.0  # back-off for a worker that keeps dying at once
 REPORT_EVERY = 10.0
+BACKOFF = 0.01  # seconds the supervisor stops reading while its sinks catch up
+FINISH_TIMEOUT = 60.0  # seconds a stopping worker waits for the supervisor to take its events
+
+
+def _never() -> bool:
+    return False
 
 
 def log(message: str) -> None:
@@ -318,7 +324,7 @@ class Channel:
         self._writing = False
         self.loop.remove_writer(self.sock.fileno())
 
-    def finish(self, timeout: float = 5.0) -> None:
+    def finish(self, timeout: float = FINISH_TIMEOUT) -> None:
         """Send everything still here, waiting at most ``timeout`` seconds."""
         self.flush()
         if self._writing:
@@ -829,9 +835,16 @@ class Supervisor:
         log(f"worker {slot.index} started (pid {pid})")
 
     def read(self, slot: Slot) -> None:
-        """Frames from a worker, a bounded number per call so no worker starves the rest."""
+        """Frames from a worker, a bounded number per call so no worker starves the
+        rest. While a sink's buffer is half full, reading pauses: the events wait
+        in the workers (which never block on it) instead of being dropped here."""
         sock = slot.sock
         if sock is None:
+            return
+        assert self.loop is not None
+        if any(getattr(s, "full", _never)() for s in self.bus.sinks):
+            self.loop.remove_reader(sock.fileno())
+            self.loop.call_later(BACKOFF, self._resume_reading, slot, sock)
             return
         for _ in range(64):
             try:
@@ -850,6 +863,10 @@ class Supervisor:
                 log(f"worker {slot.index}: unreadable frame ({exc!r}); skipped")
                 continue
             self.handle(slot, items)
+
+    def _resume_reading(self, slot: Slot, sock: socket.socket) -> None:
+        if slot.sock is sock and self.loop is not None:
+            self.loop.add_reader(sock.fileno(), self.read, slot)
 
     def handle(self, slot: Slot, items: list[Any]) -> None:
         emit = self.bus.emit
