@@ -117,7 +117,7 @@ def start(cmd: list[str], **kw) -> subprocess.Popen:
     return proc
 
 
-def stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+def stop(proc: subprocess.Popen, timeout: float = 120.0) -> None:
     """SIGTERM this process (by PID), then SIGKILL if it does not go in time."""
     if proc.poll() is None:
         proc.terminate()

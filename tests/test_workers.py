@@ -381,3 +381,28 @@ def test_channel_never_blocks_and_counts_what_it_drops(monkeypatch) -> None:
     assert len(got) + ch.dropped == 20001
     ours.close()
     theirs.close()
+
+
+def test_a_dead_workers_ipv6_and_proxy_clients(serve) -> None:
+    """IPv6 peers come back from the shared column; a connection still waiting
+    for its PROXY header was never a client, so it gets no CLOSE."""
+    assert worker_for("::1", 2) == 0
+    config = workers(2) + tarpit(delay=0.2).replace("127.0.0.1:0", "[::1]:0")
+    config += tarpit(delay=0.2, proxy_protocol=True, name="behind")
+    t = serve(config)
+    v6 = int(t.wait_for(r"LISTEN .*listener=\[::1\]:(\d+)").group(1))
+    px = int(t.wait_for(r"LISTEN .*listener=127\.0\.0\.1:(\d+)").group(1))
+    before = pids(t, 2)
+    src = hosts(2, 1, "127.0.18.")[0][0]
+    six = socket.create_connection(("::1", v6), timeout=5)
+    known = dial(px, src, b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 22\r\n")
+    waiting = dial(px, src, b"PROXY TCP4 ")
+    logged(t, "ACCEPT", 2)
+    wait_until(lambda: server_read(px, waiting), 5, "the tarpit to read the partial header")
+    os.kill(before[0], signal.SIGKILL)
+    logged(t, "reason=worker-died", 2)
+    assert t.count(r"CLOSE host=::1 port=\d+ .* listener=\[::1\]:\d+ .*reason=worker-died") == 1
+    assert t.count(r"CLOSE host=203\.0\.113\.7 port=40000 .*reason=worker-died") == 1
+    assert t.count("CLOSE") == 2
+    for s in (six, known, waiting):
+        assert closed_by_peer(s)

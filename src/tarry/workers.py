@@ -529,6 +529,8 @@ class WorkerEngine(Engine):
         # the header swaps the row (one place out, one in): keep the place ours
         with self._lock():
             super()._proxy_input(fd, wait, data, now)
+        if self.flag[fd] and type(self.objs.get(fd)) is not _ProxyWait:
+            self.flag[fd] = 0  # a client now (or gone)
 
     def _wait_for_room(self) -> None:
         if self._poll is None and self.running:
