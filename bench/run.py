@@ -375,6 +375,17 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             rss1, pss1 = tree.memory()
             held = tree.fds() - fds0
             res["end_each"] = tree.each()
+            if args.trim_end and not args.no_trim:
+                # what stays once freed heap (buffers of the accept burst) goes back
+                trim(tree, log)
+                res["rss_end_trimmed"], res["pss_end_trimmed"] = tree.memory()
+                res["end_each_trimmed"] = tree.each()
+                res["rss_per_client_trimmed"] = (res["rss_end_trimmed"] - rss0) / held
+                print(
+                    f"[{name}] after a heap trim at the end: "
+                    f"{res['rss_per_client_trimmed']:.0f} B/client RSS",
+                    flush=True,
+                )
             res["cpu_supervisor"] = cpu1_sup - cpu0_sup if len(tree.pids) > 1 else None
 
             window = w1 - w0
@@ -549,6 +560,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-trim",
         action="store_true",
         help="take the idle baseline without trimming the server's heap first (see trim.py)",
+    )
+    p.add_argument(
+        "--trim-end",
+        action="store_true",
+        help="after the window, trim the server's heap again and report RSS per client then"
+        " too (what the held clients keep, without the accept burst's freed buffers)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = p.parse_args(argv)
