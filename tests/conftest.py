@@ -13,3 +13,13 @@ if "TARRY_TEST_KEEP_STATE" not in os.environ:
     import tempfile
 
     os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="tarry-test-state-")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path_factory, monkeypatch):
+    """A state directory per test: the history (and what the SSH adaptive mode
+    seeds from it) must not carry over from one test's tarry to the next."""
+    if "TARRY_TEST_KEEP_STATE" not in os.environ:
+        monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))

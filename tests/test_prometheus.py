@@ -141,6 +141,7 @@ scrape_configs:
                 expr = (
                     target["expr"]
                     .replace("$job", ".*")
+                    .replace("$host", ".*")
                     .replace("$__rate_interval", "1m")
                     .replace("$__range", "5m")
                 )
