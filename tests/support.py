@@ -38,6 +38,21 @@ def need_module(name: str) -> Any:
         pytest.skip(f"Python package {name} is not installed")
 
 
+# OpenSSH, non-interactive, trusting any host key, reading no user config
+SSH_OPTS = [
+    "-F", "/dev/null",
+    "-o", "BatchMode=yes",
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR",
+]  # fmt: skip
+
+
+def ssh_argv(port: int, *options: str, host: str = "127.0.0.1") -> list[str]:
+    """An ``ssh`` command line that tries to log in to a tarpit on ``port``."""
+    return [need("ssh"), "-p", str(port), *SSH_OPTS, *options, host, "true"]
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
     """Poll ``predicate`` until it is truthy; fail the test at the deadline."""
     deadline = time.monotonic() + timeout

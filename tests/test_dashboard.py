@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support import need, need_module, start_tarry, wait_until
+from support import need, need_module, ssh_argv, start_tarry, wait_until
 from tarry.report import report_main
 from test_geo import write_mmdb
 
@@ -32,21 +32,7 @@ CHARTS_READY = """() => {
 
 def ssh_client(port: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [
-            need("ssh"),
-            "-p",
-            str(port),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "ConnectTimeout=60",
-            "127.0.0.1",
-            "true",
-        ],
+        ssh_argv(port, "-o", "ConnectTimeout=60"),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

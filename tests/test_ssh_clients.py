@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from support import Tarry, need, need_module, start_tarry, wait_until
+from support import Tarry, need, need_module, ssh_argv, start_tarry, wait_until
 
 pytestmark = pytest.mark.realclient
 
@@ -53,26 +53,13 @@ async def main():
 asyncio.run(main())
 """
 
-SSH_OPTS = [
-    "-F",
-    "/dev/null",
-    "-o",
-    "BatchMode=yes",
-    "-o",
-    "StrictHostKeyChecking=no",
-    "-o",
-    "UserKnownHostsFile=/dev/null",
-    "-o",
-    "LogLevel=ERROR",
-]
-
 
 def command(client: str, port: int) -> list[str]:
     if client == "ssh":
-        return [need("ssh"), *SSH_OPTS, "-p", str(port), "root@127.0.0.1", "true"]
+        return ssh_argv(port, host="root@127.0.0.1")
     if client == "ssh-ct2":
         ct = ["-o", "ConnectTimeout=2"]
-        return [need("ssh"), *SSH_OPTS, *ct, "-p", str(port), "root@127.0.0.1", "true"]
+        return ssh_argv(port, *ct, host="root@127.0.0.1")
     if client == "dbclient":
         return [need("dbclient"), "-y", "-y", "-p", str(port), "root@127.0.0.1", "true"]
     if client == "plink":
@@ -266,7 +253,7 @@ def test_adaptive_paces_a_returning_openssh_under_its_server_alive_timeout() -> 
     procs: list[subprocess.Popen[str]] = []
     try:
         port = tarry.port("ssh")
-        cmd = [need("ssh"), *SSH_OPTS, *alive, "-p", str(port), "root@127.0.0.1", "true"]
+        cmd = ssh_argv(port, *alive, host="root@127.0.0.1")
         first = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 
-from support import Tarry, need, need_module, wait_until
+from support import Tarry, need_module, ssh_argv, wait_until
 
 DELAY_MS = 50
 
@@ -35,24 +35,9 @@ def start_banner(delay_ms: int = DELAY_MS) -> tuple[Tarry, int]:
 
 
 def test_openssh_is_still_waiting_after_many_delays() -> None:
-    ssh = need("ssh")
     t, port = start_banner()
     proc = subprocess.Popen(
-        [
-            ssh,
-            "-p",
-            str(port),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "nobody@127.0.0.1",
-            "true",
-        ],
+        ssh_argv(port, host="nobody@127.0.0.1"),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -77,7 +62,6 @@ def test_openssh_is_still_waiting_after_many_delays() -> None:
 
 
 def test_openssh_identification_is_logged_by_serve() -> None:
-    ssh = need("ssh")
     from support import start_tarry
 
     t = start_tarry(
@@ -88,19 +72,7 @@ def test_openssh_identification_is_logged_by_serve() -> None:
     try:
         port = t.port()
         proc = subprocess.Popen(
-            [
-                ssh,
-                "-p",
-                str(port),
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "127.0.0.1",
-                "true",
-            ],
+            ssh_argv(port),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

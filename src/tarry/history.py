@@ -172,6 +172,8 @@ class HistoryStore(ThreadedSink):
     reported at start-up; the writer thread then owns the connection.
     """
 
+    linger = True  # one transaction per flush interval, not per event
+
     name = "history"
     join_timeout = 15.0
 

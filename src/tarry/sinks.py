@@ -37,13 +37,15 @@ def _stderr(line: str) -> None:
 class ThreadedSink:
     """A bounded buffer in front of a writer thread.
 
-    ``write(batch)`` runs on the writer thread with up to ``batch`` events; the
-    writer wakes every ``interval`` seconds, or at once when ``batch`` events are
-    waiting, so that no event waits in memory longer than about ``interval``.
+    ``write(batch)`` runs on the writer thread with up to ``batch`` events. The
+    writer sleeps while there is nothing to write, wakes at the first event (a
+    lingering sink then waits up to ``interval`` for more, or until ``batch``
+    are waiting), so no event waits in memory longer than about ``interval``.
     """
 
     name = "sink"
     join_timeout = 5.0  # seconds close() waits for the writer
+    linger = False  # wait up to ``interval`` after the first event, to write in batches
 
     def __init__(
         self,
@@ -93,7 +95,7 @@ class ThreadedSink:
                 self._reported = self.dropped
             return
         buf.append(event)
-        if n + 1 == self.batch:
+        if n == 0 or n + 1 == self.batch:
             self._wake.set()
 
     def close(self) -> None:
@@ -117,8 +119,13 @@ class ThreadedSink:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self.interval)
-            self._wake.clear()
+            if not self._buf and not self._stop:
+                # idle: sleep until an event comes, so a quiet tarpit costs no CPU
+                self._wake.wait()
+                self._wake.clear()
+                if self.linger and not self._stop:
+                    self._wake.wait(self.interval)  # gather a batch (one transaction)
+                    self._wake.clear()
             self._drain()
             if self._stop and not self._buf:
                 return
