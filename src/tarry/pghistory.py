@@ -222,9 +222,10 @@ class PgHistoryStore(ThreadedSink):
         if event.kind != CLOSE:
             return
         buf = self._buf
-        if len(buf) < self.capacity and not self._stop:
+        n = len(buf)
+        if n < self.capacity and not self._stop:
             buf.append(event)
-            if len(buf) == self.batch:
+            if n == 0 or n + 1 == self.batch:
                 self._wake.set()
             return
         self.dropped += 1
@@ -368,8 +369,17 @@ class PgHistoryStore(ThreadedSink):
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self.interval)
-            self._wake.clear()
+            if self._down_since is not None and (self._pending or self._buf):
+                # away: sleep until the next try (events still come in meanwhile)
+                self._wake.wait(max(0.0, self._retry_at - time.monotonic()))
+                self._wake.clear()
+            elif not self._stop and not self._pending and not self._buf:
+                # idle: sleep until an event comes, then gather a batch for ``interval``
+                self._wake.wait()
+                self._wake.clear()
+                if not self._stop:
+                    self._wake.wait(self.interval)
+                    self._wake.clear()
             self._drain()
             if self._stop and not self._buf and not self._pending:
                 return
