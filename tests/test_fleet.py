@@ -301,3 +301,23 @@ def test_bad_url_and_missing_password_are_config_errors(tmp_path) -> None:
     )
     assert out.returncode != 0 and "not both" in out.stderr
 
+
+
+def test_report_errors_on_postgresql_are_one_line(pg: PgServer) -> None:
+    from pg_support import free_port
+
+    empty = pg.create_db("empty")
+    for url, needle in (
+        (empty, "no tarry history in this database"),
+        (f"postgresql://postgres@127.0.0.1:{free_port()}/x", "127.0.0.1"),
+        (pg.url("missing"), 'database "missing" does not exist'),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "tarry", "report", "--db", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 2, out
+        assert out.stderr.count("\n") == 1 and needle in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr

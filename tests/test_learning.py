@@ -4,6 +4,7 @@ the history is on (and stays in memory, bounded, when it is off)."""
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import time
 
@@ -134,3 +135,26 @@ def test_what_adaptive_learned_survives_a_restart(tmp_path) -> None:
 def test_without_the_history_a_restart_forgets() -> None:
     before, after, _ = run_twice(adaptive("[history]\nenabled = false"))
     assert (before, after) == ("kex", "kex")
+
+
+def test_a_reload_that_turns_adaptive_on_seeds_from_the_history(tmp_path) -> None:
+    history = f'[history]\npath = "{tmp_path / "h.sqlite3"}"\nflush_interval = 0.2'
+    first = start_tarry(adaptive(history))
+    try:
+        grab_and_leave(first.port(), "127.0.0.6")
+        first.wait_for(r"CLOSE host=127\.0\.0\.6 .*mode=kex", 10)
+    finally:
+        assert first.stop() == 0
+    banner = adaptive(history).replace('mode = "adaptive"', 'mode = "banner"')
+    second = start_tarry(banner)
+    try:
+        second.port()
+        assert not any("adaptive: learned" in e for e in second.err)  # off: nothing read
+        with open(second.config_path, "w") as f:  # type: ignore[attr-defined]
+            f.write(adaptive(history))
+        second.signal(signal.SIGHUP)
+        wait_until(lambda: any("adaptive: learned 1 addresses" in e for e in second.err), 10)
+        port = second.port(index=-1)
+        assert mode_of_visit(second, port, "127.0.0.6") == "drip"
+    finally:
+        assert second.stop() == 0
