@@ -274,6 +274,26 @@ def test_log_lines_never_show_the_password() -> None:
         "postgresql://tarry:***@db.example:5432/tarry"
     )
     assert redact("postgresql://tarry@db/tarry") == "postgresql://tarry@db/tarry"
+    assert redact("postgresql:///tarry?host=/run/pg&password=s3cret") == (
+        "postgresql:///tarry?host=/run/pg&password=***"
+    )
+
+
+def test_a_row_the_server_refuses_costs_only_that_row(pg: PgServer) -> None:
+    from tarry.events import CLOSE, Event
+    from tarry.pghistory import PgHistoryStore
+
+    said: list[str] = []
+    url = pg.create_db("refuse")
+    store = PgHistoryStore(url, host="h", interval=0.05, report=said.append)
+    store.start()
+    for port in (1, 2**40, 3):  # the middle one does not fit the INTEGER column
+        store.emit(Event(CLOSE, time.time(), "ssh", "l", "192.0.2.1", port, reason="closed"))
+    store.close()
+    rows = pg.query("refuse", "SELECT port FROM tarry_sessions ORDER BY port")
+    assert rows == [(1,), (3,)]
+    assert (store.written, store.failed) == (2, 1)
+    assert any("out of range" in s for s in said), said
 
 
 def test_bad_url_and_missing_password_are_config_errors(tmp_path) -> None:

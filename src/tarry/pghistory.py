@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from .events import CLOSE, Event
 from .history import PRUNE_EVERY, HistoryError, LearnRow, default_host, learn_rows, row
@@ -88,16 +88,9 @@ def is_url(text: str) -> bool:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for log lines."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "postgresql://..."
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")
-    user = (parts.username or "") + ":***"
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[2]}"))
+    """The URL without its password (in the user part or the query), for log lines."""
+    out = re.sub(r"^([a-z]+://[^/@?#:]*:)[^/@?#]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", out)
 
 
 def driver() -> Any:
@@ -315,21 +308,29 @@ class PgHistoryStore(ThreadedSink):
             if not self._pending:
                 if not buf:
                     return
-                events = []
-                while buf and len(events) < self.batch:
-                    events.append(buf.popleft())
-                self._pending = [self._row(e) for e in events]
+                while buf and len(self._pending) < self.batch:
+                    event = buf.popleft()
+                    try:
+                        self._pending.append(self._row(event))
+                    except Exception as exc:  # a bug must not end the writer
+                        self.failed += 1
+                        self._writer_error(exc)
+                if not self._pending:
+                    continue
             if not self._ready():
                 return
             try:
-                self._insert(self._pending)
+                try:
+                    self._insert(self._pending)
+                except self.psycopg.Error:
+                    if self._conn is None or self._conn.broken or self._conn.closed:
+                        raise
+                    # the server refused some row, not the connection: store the rest
+                    self._insert_each(self._pending)
             except self.psycopg.Error as exc:
-                if self._conn is None or self._conn.broken or self._conn.closed:
-                    self.retried += 1
-                    self._went_down(exc)
-                    return
-                # the server refused some row, not the connection: store the rest
-                self._insert_each(self._pending)
+                self.retried += 1
+                self._went_down(exc)
+                return
             self.written += len(self._pending)
             self._pending = []
             if self._down_since is not None:
@@ -341,17 +342,19 @@ class PgHistoryStore(ThreadedSink):
             cur.executemany(INSERT, rows)
 
     def _insert_each(self, rows: list[tuple[object, ...]]) -> None:
-        bad = 0
+        """Row by row; the refused ones are counted as failed and left out."""
+        keep = []
         for r in rows:
             try:
                 self._insert([r])
             except self.psycopg.Error as exc:
                 if self._conn.broken or self._conn.closed:
-                    raise
-                bad += 1
+                    raise  # the connection went: the caller keeps the whole batch
+                self.failed += 1
                 self._writer_error(exc)
-        self.failed += bad
-        self.written -= bad
+            else:
+                keep.append(r)
+        rows[:] = keep  # what ``written`` counts
 
     def _maybe_prune(self) -> None:
         """Delete this host's sessions older than its retention; at most once an hour."""
@@ -395,12 +398,11 @@ class PgHistoryStore(ThreadedSink):
     def finish(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return  # still trying; the process is going away anyway
-        for conn in (self._conn, self._learn_conn):
-            if conn is not None:
-                try:
-                    conn.close()
-                except Exception:
-                    pass
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
 
     # -- readers (other threads) --
 
@@ -436,6 +438,15 @@ class PgHistoryStore(ThreadedSink):
         if conn is None or conn.closed or conn.broken:
             self._learn_conn = conn = connect(self.url)
         return conn
+
+    def learning_done(self) -> None:
+        """The learner thread is ending: it closes the connection it used."""
+        conn, self._learn_conn = self._learn_conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
 
     def learning_rows(self, since: float, limit: int) -> list[LearnRow]:
         """The fleet's newest ``limit`` SSH departures that ended after ``since``,

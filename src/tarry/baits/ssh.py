@@ -616,7 +616,7 @@ class PatienceStore:
                             "sessions of other hosts"
                         )
                 else:
-                    return
+                    break
                 if failing:
                     self.report("tarry: adaptive: reading the history again")
                     failing = False
@@ -625,6 +625,9 @@ class PatienceStore:
                     self.report(f"tarry: adaptive: cannot read the history: {exc}")
                     failing = True
             quit.wait(refresh if self.seeded and refresh > 0 and not failing else LEARN_RETRY)
+        done = getattr(source, "learning_done", None)
+        if done is not None:
+            done()
 
     def close(self) -> None:
         self.detach()
