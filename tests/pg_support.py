@@ -57,7 +57,9 @@ class PgServer:
     def __init__(self, bindir: str) -> None:
         self.bindir = bindir
         self.port = free_port()
-        self.base = Path(tempfile.mkdtemp(prefix="tarry-pg-"))
+        # under /tmp as root: the server's user must reach it, whatever TMPDIR is
+        where = "/tmp" if os.geteuid() == 0 else None
+        self.base = Path(tempfile.mkdtemp(prefix="tarry-pg-", dir=where))
         self.data = self.base / "data"
         self.sock = self.base / "sock"
         self.sock.mkdir()
