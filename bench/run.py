@@ -170,18 +170,25 @@ def trim(proc: subprocess.Popen, log: Path) -> None:
 
 def start_tarry(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, Path, str]:
     cfg = tmp / "tarry.toml"
+    extra = os.environ.get("BENCH_EXTRA_TOML", "")
     cfg.write_text(
         "[[tarpit]]\n"
         f'protocol = "{args.proto}"\n'
         'listen = ["127.0.0.1:0"]\n'
         f"delay = {float(args.delay)!r}\n"
         f"max_clients = {args.n + 100}\n"
+        # the load comes from a few source addresses: count per address, never cap
+        "max_clients_per_ip = 65535\n"
         + (
             f'mode = "{args.ssh_mode}"\n'
             if args.proto == "ssh" and args.ssh_mode != "banner"
             else ""
         )
-        + os.environ.get("BENCH_EXTRA_TOML", "")
+        + extra
+        + "\n"
+        # measure the process as it ran before privilege dropping existed
+        + ("" if "[privileges]" in extra else "[privileges]\nallow_root = true\n")
+        + ("" if "[engine]" in extra else f'[engine]\nloop = "{args.loop}"\n')
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
@@ -420,6 +427,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="banner",
         choices=("banner", "drip", "kex", "adaptive"),
         help="tarry's SSH mode with --proto ssh (docs/ssh-modes.md); the reference is banner",
+    )
+    p.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop", "auto"],
+        default="asyncio",
+        help="tarry's [engine] loop (uvloop needs tarry[fast])",
     )
     p.add_argument("--procs", type=int, default=0, help="loadgen processes (0: as needed)")
     p.add_argument(

@@ -69,13 +69,18 @@ class Tarry:
     """A tarry process with its stdout collected line by line."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str] | None = None, nofile: int | None = None
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        nofile: int | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
+        """``prefix`` runs tarry under another program (e.g. systemd-socket-activate)."""
         self.lines: list[str] = []
         self.err: list[str] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tarry", *args],
+            [*(prefix or []), sys.executable, "-m", "tarry", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -149,7 +154,12 @@ def _limit_fds(n: int) -> None:
 
 
 def start_tarry(config_text: str, extra_args: list[str] | None = None, **kw: Any) -> Tarry:
-    """``tarry serve`` with ``config_text`` written to a temporary file."""
+    """``tarry serve`` with ``config_text`` written to a temporary file.
+
+    Tests run as root in CI, where tarry would switch to nobody after binding;
+    unless the test is about that, it keeps running as the test's user."""
+    if os.geteuid() == 0 and "[privileges]" not in config_text:
+        config_text += "\n[privileges]\nallow_root = true\n"
     fd, path = tempfile.mkstemp(suffix=".toml", prefix="tarry-test-")
     with os.fdopen(fd, "w") as f:
         f.write(config_text)

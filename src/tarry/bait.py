@@ -90,6 +90,11 @@ class TarpitSpec:
     jitter: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
     name: str = ""
+    # engine-side limits and framing (docs/deploy.md); baits need not look at them
+    max_clients_per_ip: int = 0  # 0 = no cap (the config file's default is 64)
+    per_ip_action: str = "close"  # past the cap: "close" at once, or "backlog"
+    proxy_protocol: bool = False  # a PROXY v1/v2 header precedes each connection
+    proxy_timeout: float = 5.0  # seconds to wait for that header
 
     def opt(self, key: str) -> Any:
         return self.options[key]

@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__, tls
@@ -32,6 +33,7 @@ from .config import (
 )
 from .engine import BindError, Engine, bind_listener
 from .events import Bus, Sink, stamp
+from .systemd import Activation, ActivationError, Notifier, listen_fds, monotonic_usec
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -56,7 +58,10 @@ def warn(message: str) -> None:
 
 
 def bind_all(
-    specs: list[TarpitSpec], where: Callable[[int, TarpitSpec], str]
+    specs: list[TarpitSpec],
+    where: Callable[[int, TarpitSpec], str],
+    bind: Callable[[str], socket.socket] = bind_listener,
+    discard: Callable[[socket.socket], None] = socket.socket.close,
 ) -> list[list[tuple[str, socket.socket]]]:
     """Bind every address before anything runs, so a bad one stops start-up cleanly."""
     bound: list[list[tuple[str, socket.socket]]] = []
@@ -66,13 +71,13 @@ def bind_all(
             bound.append(socks)
             for addr in spec.listen:
                 try:
-                    socks.append((addr, bind_listener(addr)))
+                    socks.append((addr, bind(addr)))
                 except BindError as exc:
                     raise ConfigError(f"{where(i, spec)}listen: {exc}") from None
     except ConfigError:
         for socks in bound:
             for _, sock in socks:
-                sock.close()
+                discard(sock)
         raise
     return bound
 
@@ -81,7 +86,9 @@ def _where(path: str) -> Callable[[int, TarpitSpec], str]:
     return lambda i, spec: f"{path}: [[tarpit]] #{i} ({spec.protocol}) "
 
 
-async def _serve(engine: Engine, bus: Bus, reload: Callable[[], None]) -> None:
+async def _serve(
+    engine: Engine, bus: Bus, reload: Callable[[], None], notifier: Notifier | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
@@ -89,21 +96,109 @@ async def _serve(engine: Engine, bus: Bus, reload: Callable[[], None]) -> None:
     loop.add_signal_handler(signal.SIGHUP, reload)
     loop.add_signal_handler(signal.SIGUSR1, engine.emit_totals)
     engine.start()
+    timers = _notify_ready(engine, notifier) if notifier is not None else []
     try:
         await stopping.wait()
     finally:
+        for timer in timers:
+            if timer is not None:
+                timer.cancel()
+        if notifier is not None:
+            notifier.send("STOPPING=1", f"STATUS=stopping, releasing {engine.held} clients")
         engine.stop()
         bus.close()
+        if notifier is not None:
+            notifier.close()
+
+
+STATUS_EVERY = 1.0  # seconds between STATUS= updates (sent only when the text changes)
+
+
+def status_text(engine: Engine) -> str:
+    listeners = sum(1 for lst in engine.listeners if lst is not None and lst.sock is not None)
+    return f"holding {engine.held} clients on {listeners} listeners"
+
+
+def _notify_ready(engine: Engine, notifier: Notifier) -> list[Any]:
+    """READY=1 now, then STATUS= while it changes and WATCHDOG=1 when asked for.
+    Both run on the event loop, so a stuck loop stops the watchdog pings."""
+    if not notifier.enabled:
+        return []
+    loop = engine.loop
+    notifier.last_status = status_text(engine)
+    notifier.send("READY=1", f"STATUS={notifier.last_status}")
+    timers: list[Any] = [None, None]
+
+    def status() -> None:
+        notifier.status(status_text(engine))
+        timers[0] = loop.call_later(STATUS_EVERY, status)
+
+    def watchdog() -> None:
+        notifier.send("WATCHDOG=1")
+        timers[1] = loop.call_later(notifier.watchdog / 2, watchdog)
+
+    status()
+    if notifier.watchdog:
+        watchdog()
+    return timers  # the live handles: the callbacks replace them as they go
+
+
+def _event_loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when asked for, or with "auto" when it is installed (tarry[fast])."""
+    if kind == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if kind == "uvloop":
+            raise ConfigError(
+                "[engine] loop = \"uvloop\" needs the 'fast' extra (pip install 'tarry[fast]')"
+            ) from None
+        return None
+    return uvloop.new_event_loop
+
+
+def _drop_privileges(cfg: Config) -> None:
+    """As root: hand over the state directory, then become [privileges] user."""
+    from .history import default_path
+    from .paths import state_dir
+    from .privileges import PrivilegeError, drop
+
+    history = cfg.sections.get("history", {})
+    writable = []
+    if history.get("enabled", True):
+        writable.append(Path(history.get("path") or default_path()).parent)
+    try:
+        done = drop(cfg.user, cfg.group, cfg.allow_root, state_dir(), writable)
+    except PrivilegeError as exc:
+        fail(f"{cfg.path}: {exc}")
+    if done:
+        print(f"tarry: {done}", file=sys.stderr, flush=True)
 
 
 def serve(path: str | None) -> int:
+    notifier = Notifier()
+    try:
+        activation = Activation(listen_fds())
+    except ActivationError as exc:
+        fail(f"socket activation: {exc}")
     try:
         cfg = load(path)
+        activation.assign(cfg.tarpits)
         where = _where(cfg.path)
         baits = make_baits(cfg.tarpits, where)
-        bound = bind_all(cfg.tarpits, where)
+        factory = _event_loop_factory(cfg.loop)
+        bound = bind_all(cfg.tarpits, where, activation.bind, activation.discard)
     except ConfigError as exc:
         fail(str(exc))
+    for inh in activation.unused():
+        print(
+            f"tarry: passed socket {inh.address} ({inh.name}) matches no [[tarpit]] name or "
+            "listen address; kept unused for a reload",
+            file=sys.stderr,
+            flush=True,
+        )
+    _drop_privileges(cfg)
     from .observe import ObserveError, build
 
     try:
@@ -117,6 +212,8 @@ def serve(path: str | None) -> int:
 
     async def main() -> None:
         engine = Engine(bus, write_timeout=cfg.write_timeout, loop=asyncio.get_running_loop())
+        engine.set_max_clients(cfg.max_clients)
+        engine.discard_socket = activation.discard
         for spec, bait, socks in zip(cfg.tarpits, baits, bound, strict=True):
             engine.add_tarpit(spec, bait, socks)
         announce(engine)
@@ -126,29 +223,42 @@ def serve(path: str | None) -> int:
             if path is None:
                 engine.log("SIGHUP: running the embedded defaults; nothing to re-read")
                 return
+            notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}")
+            try:
+                _reload(engine, path, activation)
+            finally:
+                notifier.send("READY=1", f"STATUS={status_text(engine)}")
+
+        def _reload(engine: Engine, path: str, activation: Activation) -> None:
             try:
                 new = load(path)
+                activation.assign(new.tarpits)
                 new_baits = make_baits(new.tarpits, _where(new.path))
                 engine.apply(
                     list(zip(new.tarpits, new_baits, strict=True)),
-                    bind_listener,
+                    activation.bind,
                     release_removed=True,
                 )
             except (ConfigError, BindError) as exc:
                 engine.log(f"reload rejected, the old config keeps running: {exc}")
                 return
             engine.write_timeout = new.write_timeout
+            engine.set_max_clients(new.max_clients)
             current[0] = new
             engine.log(f"reloaded {path}")
             announce(engine)
 
         try:
-            await _serve(engine, bus, reload)
+            await _serve(engine, bus, reload, notifier)
         finally:
             if admin is not None:
                 await admin.close()
 
-    asyncio.run(main())
+    if factory is None:
+        asyncio.run(main())
+    else:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(main())
     return 0
 
 
@@ -203,11 +313,11 @@ def announce(engine: Engine) -> None:
             )
 
 
-def check_config(path: str) -> int:
+def check_config(path: str, bind: bool = True) -> int:
     try:
         cfg = load(path)
         make_baits(cfg.tarpits, _where(cfg.path))
-        for socks in bind_all(cfg.tarpits, _where(cfg.path)):
+        for socks in bind_all(cfg.tarpits, _where(cfg.path)) if bind else []:
             for _, sock in socks:
                 sock.close()
     except ConfigError as exc:
@@ -242,6 +352,11 @@ def ssh_main(argv: list[str]) -> int:
     def warn(msg: str) -> None:
         print(f"tarry: {msg}", file=sys.stderr)
 
+    if "--help" in argv:
+        from .manual import SSH_EXTRA
+
+        sys.stdout.write(ENDLESSH_USAGE + SSH_EXTRA)
+        return 0
     config_file = ENDLESSH_CONFIG
     use_syslog = False
     verbosity = 0
@@ -357,27 +472,53 @@ def main(argv: list[str] | None = None) -> int:
         from .report import report_main
 
         return report_main(argv[1:])
+    from . import manual
+
+    raw = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog="tarry",
-        description="A multi-protocol network tarpit: SSH, HTTP and SMTP.",
+        description="A multi-protocol network tarpit: SSH, HTTP and SMTP.\n\n" + manual.TARRY,
+        epilog=manual.TARRY_EPILOG,
+        formatter_class=raw,
     )
     parser.add_argument("--version", action="version", version=f"tarry {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p_serve = sub.add_parser(
         "serve",
         help="run every configured tarpit",
-        description="Run every [[tarpit]] of the config file (the embedded defaults without -c).",
+        description=manual.SERVE,
+        epilog=manual.SERVE_EPILOG,
+        formatter_class=raw,
     )
-    p_serve.add_argument("-c", "--config", metavar="FILE", help="tarry.toml to run")
+    p_serve.add_argument(
+        "-c", "--config", metavar="FILE", help="the tarry.toml to run (default: embedded defaults)"
+    )
     sub.add_parser(
         "ssh",
         help="endlessh drop-in (same flags: tarry ssh -h)",
         add_help=False,
     )
     sub.add_parser("report", help="summarise the history store (tarry report -h)", add_help=False)
-    sub.add_parser("default-config", help="print the embedded default config")
-    p_check = sub.add_parser("check-config", help="check a config file and exit")
-    p_check.add_argument("file", metavar="FILE")
+    sub.add_parser(
+        "default-config",
+        help="print the embedded default config",
+        description=manual.DEFAULT,
+        epilog=manual.DEFAULT_EPILOG,
+        formatter_class=raw,
+    )
+    p_check = sub.add_parser(
+        "check-config",
+        help="check a config file and exit",
+        description=manual.CHECK,
+        epilog=manual.CHECK_EPILOG,
+        formatter_class=raw,
+    )
+    p_check.add_argument("file", metavar="FILE", help="the tarry.toml to check")
+    p_check.add_argument(
+        "--no-bind",
+        action="store_true",
+        help="do not try the listen addresses (they are in use by a running tarry, or systemd)",
+    )
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args.config)
@@ -385,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(DEFAULT_CONFIG)
         return 0
     if args.command == "check-config":
-        return check_config(args.file)
+        return check_config(args.file, bind=not args.no_bind)
     parser.print_help()
     return 2
 

@@ -23,9 +23,18 @@ DEFAULT_CONFIG = """\
 
 [engine]
 write_timeout = 300.0      # give up on a client whose writes block this long (s)
+loop = "auto"              # "asyncio", "uvloop" (tarry[fast]), or "auto": uvloop if installed
 
 [log]
 level = "info"             # "none", "info" (ACCEPT/CLOSE/TOTALS) or "debug"
+
+[limits]
+max_clients = 0            # clients held across every tarpit (0 = only each tarpit's own cap)
+
+[privileges]               # only when started as root: bind, then run as this user
+user = "nobody"
+group = "nogroup"
+allow_root = false         # true lets tarry keep running as root (not advised)
 
 [[tarpit]]
 protocol = "ssh"           # endlessh: endless lines before the SSH version string
@@ -76,6 +85,26 @@ COMMON: dict[str, Option] = {
         lambda v: None if 0 <= v < 1 else "must be from 0 up to (not including) 1",
     ),
     "name": Option("", str, "a name for this tarpit, kept across reloads"),
+    # per-IP caps and PROXY protocol: docs/deploy.md
+    "max_clients_per_ip": Option(
+        64,
+        int,
+        "clients held at once from one IPv4 address or IPv6 /64 (0 = no cap)",
+        lambda v: None if 0 <= v <= 65535 else "must be from 0 (no cap) to 65535",
+    ),
+    "per_ip_action": Option(
+        "close",
+        str,
+        'past max_clients_per_ip: "close" at once, or "backlog" (wait unread)',
+        lambda v: None if v in ("close", "backlog") else 'must be "close" or "backlog"',
+    ),
+    "proxy_protocol": Option(False, bool, "expect a PROXY v1/v2 header on each connection"),
+    "proxy_timeout": Option(
+        5.0,
+        (int, float),
+        "seconds to wait for the PROXY header",
+        lambda v: None if 0 < v <= 3600 else "must be greater than 0 and at most 3600",
+    ),
 }
 
 LOG_LEVELS = {"none": 0, "info": 1, "debug": 2}
@@ -92,6 +121,12 @@ class Config:
     log_level: int = 1
     path: str = "<embedded defaults>"
     sections: dict[str, Any] = field(default_factory=dict)
+    # deployment (docs/deploy.md)
+    loop: str = "auto"
+    max_clients: int = 0
+    user: str = "nobody"
+    group: str = "nogroup"
+    allow_root: bool = False
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
@@ -125,7 +160,7 @@ def parse_tarpit(table: Any, where: str) -> TarpitSpec:
     modules = registry()
     if protocol is None:
         raise ConfigError(f"{where}protocol: missing (one of {', '.join(sorted(modules))})")
-    if protocol not in modules:
+    if not isinstance(protocol, str) or protocol not in modules:
         raise ConfigError(
             f"{where}protocol: unknown protocol {protocol!r} (one of {', '.join(sorted(modules))})"
         )
@@ -169,10 +204,53 @@ def parse_tarpit(table: Any, where: str) -> TarpitSpec:
         jitter=float(values.get("jitter", defaults["jitter"])),
         options=opts,
         name=str(values.get("name", "")),
+        max_clients_per_ip=int(values.get("max_clients_per_ip", defaults["max_clients_per_ip"])),
+        per_ip_action=str(values.get("per_ip_action", defaults["per_ip_action"])),
+        proxy_protocol=bool(values.get("proxy_protocol", defaults["proxy_protocol"])),
+        proxy_timeout=float(values.get("proxy_timeout", defaults["proxy_timeout"])),
     )
 
 
 Section = Callable[[dict[str, Any], str], None]
+
+# ---- deployment sections: [engine] loop, [limits], [privileges] (docs/deploy.md) ----
+
+LOOP_OPTION = Option(
+    "auto",
+    str,
+    "event loop",
+    lambda v: (
+        None if v in ("auto", "asyncio", "uvloop") else 'must be "auto", "asyncio" or "uvloop"'
+    ),
+)
+
+
+def _name(v: str) -> str | None:
+    if not v or len(v) > 64 or any(c in v for c in ":\n\0/"):
+        return "must be a user or group name (or a number)"
+    return None
+
+
+LIMITS: dict[str, Option] = {
+    "max_clients": Option(
+        0,
+        int,
+        "clients held across every tarpit; 0 = no cap beyond each tarpit's",
+        lambda v: None if v >= 0 else "must be 0 (no global cap) or more",
+    ),
+}
+PRIVILEGES: dict[str, Option] = {
+    "user": Option("nobody", str, "user to run as after binding, when started as root", _name),
+    "group": Option("nogroup", str, "group to run as after binding, when started as root", _name),
+    "allow_root": Option(False, bool, "let tarry keep running as root"),
+}
+
+
+def _keys_section(table: dict[str, Any], where: str, keys: Mapping[str, Option]) -> None:
+    for key, value in table.items():
+        if key not in keys:
+            raise ConfigError(f"{where}{key}: unknown key (known: {', '.join(sorted(keys))})")
+        check_value(where, key, value, keys[key])
 
 
 def _engine_section(table: dict[str, Any], where: str) -> None:
@@ -182,8 +260,10 @@ def _engine_section(table: dict[str, Any], where: str) -> None:
                 300.0, (int, float), "", lambda v: None if v > 0 else "must be greater than 0"
             )
             check_value(where, key, value, opt)
+        elif key == "loop":
+            check_value(where, key, value, LOOP_OPTION)
         else:
-            raise ConfigError(f"{where}{key}: unknown key (known: write_timeout)")
+            raise ConfigError(f"{where}{key}: unknown key (known: loop, write_timeout)")
 
 
 def _log_section(table: dict[str, Any], where: str) -> None:
@@ -211,6 +291,8 @@ def _observe_section(name: str) -> Section:
 SECTIONS: dict[str, Section] = {
     "engine": _engine_section,
     "log": _log_section,
+    "limits": lambda table, where: _keys_section(table, where, LIMITS),
+    "privileges": lambda table, where: _keys_section(table, where, PRIVILEGES),
     **{name: _observe_section(name) for name in ("history", "metrics", "geo", "admin")},
 }
 
@@ -252,12 +334,19 @@ def parse(text: str, path: str = "<embedded defaults>") -> Config:
         raise ConfigError(f"{path}: two [[tarpit]] tables have the same name")
     engine = doc.get("engine", {})
     log = doc.get("log", {})
+    limits = doc.get("limits", {})
+    privileges = {k: o.default for k, o in PRIVILEGES.items()} | doc.get("privileges", {})
     return Config(
         tarpits=specs,
         write_timeout=float(engine.get("write_timeout", 300.0)),
         log_level=LOG_LEVELS[log.get("level", "info")],
         path=path,
         sections={k: v for k, v in doc.items() if k != "tarpit"},
+        loop=engine.get("loop", LOOP_OPTION.default),
+        max_clients=int(limits.get("max_clients", LIMITS["max_clients"].default)),
+        user=privileges["user"],
+        group=privileges["group"],
+        allow_root=privileges["allow_root"],
     )
 
 

@@ -28,8 +28,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import proxy
 from .bait import Bait, Step, TarpitSpec, sanitise
 from .events import ACCEPT, CLOSE, TOTALS, Bus, Event, Notes
+from .limits import IPCounter, v6_key
 
 READ_CHUNK = 1 << 16  # one read; peer input is discarded after the bait has seen it
 READS_PER_EVENT = 4  # bound the work one busy peer can cause per loop turn
@@ -44,6 +46,9 @@ _FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _GONE = (BrokenPipeError, ConnectionResetError)
 KEY_MASK = 0xFFFFFFFF
 NO_TICK = KEY_MASK  # a wheel key's low 32 bits never come round to this while it matters
+PARK_MAX = 128  # per tarpit: connections past the per-IP cap held unread ("backlog")
+NOTICE_WINDOW = 10.0  # seconds; repeated notices (refusals, bad PROXY headers) are summed up
+NOTICE_BURST = 5  # notices of one kind logged in full per window
 
 
 class BindError(Exception):
@@ -152,6 +157,16 @@ class Tarpit:
     held: int = 0
     listeners: list[Listener] = field(default_factory=list)
     retired: bool = False
+    ips: IPCounter | None = None  # clients per address, while max_clients_per_ip is on
+    # past the per-IP cap in "backlog" mode: (fd, listener index, ip4, ip6, port, first bytes)
+    parked: list[tuple[int, int, int, bytes | None, int, bytes]] = field(default_factory=list)
+
+    def set_spec(self, spec: TarpitSpec) -> None:
+        self.spec = spec
+        if spec.max_clients_per_ip <= 0:
+            self.ips = None
+        elif self.ips is None:
+            self.ips = IPCounter()  # clients already held are not counted; they only leave
 
 
 @dataclass(eq=False)
@@ -261,6 +276,13 @@ class Engine:
         self._fd_backoff = 0.0
         self.running = False
         self.log: Callable[[str], None] = lambda msg: print(f"tarry: {msg}", file=sys.stderr)
+        # limits ([limits] max_clients; per-IP caps live on each Tarpit)
+        self.max_clients = 0  # across every listener; 0 = only the per-tarpit caps
+        self._full = False  # accepts are paused because of max_clients
+        self.refused = 0  # connections closed at once for being past a per-IP cap
+        self._notices: dict[str, list[Any]] = {}  # kind -> [window start, count]
+        # a listening socket that a reload lets go of (systemd's are handed back)
+        self.discard_socket: Callable[[socket.socket], None] = socket.socket.close
 
     # ---- set-up ---------------------------------------------------------------
 
@@ -275,6 +297,7 @@ class Engine:
         self, spec: TarpitSpec, bait: Bait, socks: Iterable[tuple[str, socket.socket]]
     ) -> Tarpit:
         tarpit = Tarpit(spec, bait)
+        tarpit.set_spec(spec)
         self.tarpits.append(tarpit)
         for config_address, sock in socks:
             self._add_listener(tarpit, config_address, sock)
@@ -351,8 +374,13 @@ class Engine:
         if sock is None:
             return
         for _ in range(ACCEPT_BATCH):
-            if tarpit.held >= tarpit.spec.max_clients:
+            if not self._room(tarpit):
                 # new clients wait in the kernel backlog, as with endlessh
+                if self.max_clients and self.held >= self.max_clients:
+                    self._full = True
+                    for other in self.listeners:
+                        if other is not None:
+                            self._pause(other)
                 for other in tarpit.listeners:
                     self._pause(other)
                 return
@@ -396,9 +424,39 @@ class Engine:
 
     def _fd_resume(self) -> None:
         self._fd_pause = None
+        self._resume_all()
+
+    def set_max_clients(self, cap: int) -> None:
+        """The global cap ([limits] max_clients; 0 = none). Lowering it drops nobody."""
+        self.max_clients = cap
+        if self.running:
+            self._resume_all()
+
+    def _room(self, tarpit: Tarpit) -> bool:
+        """Whether ``tarpit`` may take one more client under every cap."""
+        return (
+            tarpit.held < tarpit.spec.max_clients
+            and (not self.max_clients or self.held < self.max_clients)
+            and len(tarpit.parked) < PARK_MAX
+        )
+
+    def _resume_all(self) -> None:
+        self._full = False
         for listener in self.listeners:
-            if listener is not None and listener.tarpit.held < listener.tarpit.spec.max_clients:
+            if listener is not None and not listener.tarpit.retired and self._room(listener.tarpit):
                 self._resume(listener)
+
+    def notice(self, kind: str, message: str) -> None:
+        """Log a notice that a peer can cause at will, a few per window, then a sum."""
+        now = self.loop.time()
+        seen = self._notices.get(kind)
+        if seen is None or now - seen[0] >= NOTICE_WINDOW:
+            if seen is not None and seen[1] > NOTICE_BURST:
+                self.log(f"{seen[1] - NOTICE_BURST} more {kind} notices in {NOTICE_WINDOW:g}s")
+            seen = self._notices[kind] = [now, 0]
+        seen[1] += 1
+        if seen[1] <= NOTICE_BURST:
+            self.log(message)
 
     def _admit(self, listener: Listener, fd: int, peer: tuple[Any, ...]) -> None:
         if fd >= self.cap:  # only if someone raised the fd limit behind our back
@@ -407,14 +465,23 @@ class Engine:
         if fd >= self.top:
             self.top = fd + 1
         host, port = peer[0], peer[1]
-        if host.startswith("::ffff:") and "." in host:
-            ip4, ip6 = socket.inet_aton(host[7:]), None
-        elif ":" in host:
-            ip4, ip6 = b"\0\0\0\0", socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
-        else:
-            ip4, ip6 = socket.inet_aton(host), None
-        now = self.loop.time()
+        ip4, ip6 = _pack(host)
         tarpit = listener.tarpit
+        now = self.loop.time()
+        if tarpit.spec.proxy_protocol:
+            # hold the connection until its header names the real peer; ACCEPT comes then
+            self._fill(listener, fd, ip4, ip6, port, now)
+            self.objs[fd] = _ProxyWait()
+            self._schedule(fd, now + tarpit.spec.proxy_timeout)
+            return
+        if tarpit.ips is not None and not self._per_ip(tarpit, listener, fd, ip4, ip6, port):
+            return
+        self._fill(listener, fd, ip4, ip6, port, now)
+        self._greet(listener, fd, host, port, now)
+
+    def _fill(
+        self, listener: Listener, fd: int, ip4: int, ip6: bytes | None, port: int, now: float
+    ) -> None:
         self.lst[fd] = listener.index
         self.t0[fd] = now
         self.due[fd] = NO_TICK
@@ -423,12 +490,16 @@ class Engine:
         self.state[fd] = 0
         self.note[fd] = 0
         self.port[fd] = port
-        self.ip4[fd] = int.from_bytes(ip4, "big")
+        self.ip4[fd] = ip4
         if ip6 is not None:
             self.ip6[fd] = ip6
         self.held += 1
-        tarpit.held += 1
+        listener.tarpit.held += 1
         listener.held += 1
+
+    def _greet(self, listener: Listener, fd: int, host: str, port: int, now: float) -> None:
+        """ACCEPT, then the bait's first step: the client now counts as held."""
+        tarpit = listener.tarpit
         self.connects += 1
         self.bus.emit(
             Event(
@@ -445,6 +516,133 @@ class Engine:
         )
         peer_ip = host[7:] if host.startswith("::ffff:") and "." in host else host
         self._run(fd, tarpit.bait.open, (peer_ip,), now)
+
+    # ---- per-IP caps and the PROXY header ---------------------------------------
+
+    def _per_ip(
+        self,
+        tarpit: Tarpit,
+        listener: Listener,
+        fd: int,
+        ip4: int,
+        ip6: bytes | None,
+        port: int,
+        first: bytes = b"",
+    ) -> bool:
+        """Count one more client from this address, or refuse or park it (False).
+        ``fd`` is registered with epoll and has no row in the table."""
+        ips = tarpit.ips
+        assert ips is not None
+        key6 = None if ip6 is None else v6_key(ip6)
+        if ips.count(ip4, key6) < tarpit.spec.max_clients_per_ip:
+            ips.add(ip4, key6)
+            return True
+        who = _unpack(ip4, ip6)
+        if tarpit.spec.per_ip_action == "backlog":
+            try:
+                self.ep.unregister(fd)
+            except OSError:
+                pass
+            tarpit.parked.append((fd, listener.index, ip4, ip6, port, first[:256]))
+            if len(tarpit.parked) >= PARK_MAX:
+                for other in tarpit.listeners:
+                    self._pause(other)
+            self.notice(
+                "per-IP",
+                f"{listener.address}: {who} has {tarpit.spec.max_clients_per_ip} clients "
+                f"(max_clients_per_ip); a new one waits unread ({len(tarpit.parked)} waiting)",
+            )
+            return False
+        os.close(fd)
+        self.refused += 1
+        self.notice(
+            "per-IP",
+            f"{listener.address}: {who} has {tarpit.spec.max_clients_per_ip} clients "
+            "(max_clients_per_ip); closed a new one",
+        )
+        return False
+
+    def _unpark(self, tarpit: Tarpit, ip4: int, ip6: bytes | None) -> None:
+        """An address left: let its longest-waiting parked connection in."""
+        parked = tarpit.parked
+        for i, entry in enumerate(parked):
+            if entry[2] == ip4 and (entry[3] is None) == (ip6 is None):
+                if ip6 is not None and v6_key(entry[3]) != v6_key(ip6):  # type: ignore[arg-type]
+                    continue
+                del parked[i]
+                break
+        else:
+            return
+        fd, index, _, _, port, first = entry
+        listener = self.listeners[index]
+        if (
+            listener is None
+            or listener.tarpit is not tarpit
+            or listener.sock is None
+            or tarpit.retired
+            or not self._register(fd)
+        ):
+            os.close(fd)  # its listener is gone: as if the backlog had been closed
+            return
+        if not tarpit.retired and self._room(tarpit):
+            for other in tarpit.listeners:
+                self._resume(other)
+        if tarpit.ips is not None:
+            tarpit.ips.add(ip4, None if ip6 is None else v6_key(ip6))
+        now = self.loop.time()
+        self._fill(listener, fd, ip4, ip6, port, now)
+        self._greet(listener, fd, _unpack(ip4, ip6, listener.family), port, now)
+        if first and self.lst[fd]:
+            self._count(self.recv, 1, fd, len(first))
+            self._feed(fd, listener, first, now)
+
+    def _register(self, fd: int) -> bool:
+        try:
+            self.ep.register(fd, _IN)
+            return True
+        except OSError as exc:
+            self.log(f"could not register a client: {exc.strerror or exc}")
+            return False
+
+    def _close_parked(self, tarpit: Tarpit, which: Callable[[int], bool] = lambda i: True) -> None:
+        keep = []
+        for entry in tarpit.parked:
+            if which(entry[1]):
+                os.close(entry[0])
+            else:
+                keep.append(entry)
+        tarpit.parked[:] = keep
+
+    def _proxy_input(self, fd: int, wait: _ProxyWait, data: bytes, now: float) -> None:
+        """Bytes from a client whose PROXY header is not complete yet."""
+        listener = self.listeners[self.lst[fd]]
+        assert listener is not None
+        wait += data
+        try:
+            header = proxy.parse(wait)
+        except proxy.ProxyError as exc:
+            self.notice("PROXY", f"{listener.address}: from {self.host(fd)}: {exc}; closed")
+            self._close(fd, "proxy")
+            return
+        if header is None:
+            return
+        rest = bytes(wait[header.length :])
+        del self.objs[fd]
+        ip4, ip6, port = self.ip4[fd], self.ip6.get(fd), self.port[fd]
+        if header.family is not None:
+            ip4, ip6 = _pack(header.src)
+            port = header.src_port
+        # leave the row as a plain client would have it, minus the header wait
+        self._forget_row(fd, listener)
+        tarpit = listener.tarpit
+        if tarpit.ips is not None and not self._per_ip(tarpit, listener, fd, ip4, ip6, port, rest):
+            self._after_leave(listener)
+            return
+        self._fill(listener, fd, ip4, ip6, port, now)
+        self._greet(listener, fd, _unpack(ip4, ip6, listener.family), port, now)
+        if rest and self.lst[fd]:
+            self._count(self.recv, 1, fd, len(rest))
+            self._feed(fd, listener, rest, now)
 
     # ---- input ----------------------------------------------------------------
 
@@ -490,12 +688,19 @@ class Engine:
             if obj is _Closing:
                 continue  # its last words are on the way out; input no longer matters
             data = bytes(self._view[:n])
-            args = (self.state[fd], obj, data, now - self.t0[fd])
-            self._run(fd, listener.tarpit.bait.feed, args, now)
+            if type(obj) is _ProxyWait:
+                self._proxy_input(fd, obj, data, now)
+            else:
+                args = (self.state[fd], obj, data, now - self.t0[fd])
+                self._run(fd, listener.tarpit.bait.feed, args, now)
             if not self.lst[fd]:
                 return
             if n < READ_CHUNK:
                 return
+
+    def _feed(self, fd: int, listener: Listener, data: bytes, now: float) -> None:
+        args = (self.state[fd], self.objs.get(fd), data, now - self.t0[fd])
+        self._run(fd, listener.tarpit.bait.feed, args, now)
 
     # ---- the bait's steps -----------------------------------------------------
 
@@ -691,6 +896,14 @@ class Engine:
             return
         listener = self.listeners[self.lst[fd]]
         assert listener is not None
+        if type(obj) is _ProxyWait:
+            self.notice(
+                "PROXY",
+                f"{listener.address}: from {self.host(fd)}: no complete PROXY header within "
+                f"{listener.tarpit.spec.proxy_timeout:g}s; closed",
+            )
+            self._close(fd, "proxy")
+            return
         self._run(fd, listener.tarpit.bait.tick, (self.state[fd], obj, now - self.t0[fd]), now)
 
     # ---- close ----------------------------------------------------------------
@@ -698,6 +911,15 @@ class Engine:
     def _close(self, fd: int, reason: str) -> None:
         listener = self.listeners[self.lst[fd]]
         assert listener is not None
+        if type(self.objs.get(fd)) is _ProxyWait:
+            # never greeted (no ACCEPT), so no CLOSE either
+            self._forget_row(fd, listener)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            self._after_leave(listener)
+            return
         now = self.loop.time()
         duration = now - self.t0[fd]
         sent, received = self.counters(fd)
@@ -716,31 +938,48 @@ class Engine:
             reason=reason,
             notes=self.notes.items[note_id] or (),
         )
+        ip4, ip6 = self.ip4[fd], self.ip6.get(fd)
+        self._forget_row(fd, listener)
+        try:
+            os.close(fd)  # also leaves the epoll set
+        except OSError:
+            pass
+        self.closed_seconds += duration
+        tarpit = listener.tarpit
+        if tarpit.ips is not None:
+            tarpit.ips.remove(ip4, None if ip6 is None else v6_key(ip6))
+        self.bus.emit(event)
+        if tarpit.parked:
+            self._unpark(tarpit, ip4, ip6)
+        self._after_leave(listener)
+
+    def _forget_row(self, fd: int, listener: Listener) -> None:
+        """Clear a client's row and counts; the fd itself stays open."""
         self.lst[fd] = 0
         self.due[fd] = NO_TICK
-        self.notes.release(note_id)
+        self.notes.release(self.note[fd])
         self.note[fd] = 0
         self.objs.pop(fd, None)
         self.pending.pop(fd, None)
         self._deferred.discard(fd)
         self._high.pop(fd, None)
         self.ip6.pop(fd, None)
-        try:
-            os.close(fd)  # also leaves the epoll set
-        except OSError:
-            pass
         self.held -= 1
-        self.closed_seconds += duration
-        tarpit = listener.tarpit
-        tarpit.held -= 1
+        listener.tarpit.held -= 1
         listener.held -= 1
-        self.bus.emit(event)
+
+    def _after_leave(self, listener: Listener) -> None:
+        """A client (or a header wait) is gone: let the next one in, or tidy up."""
+        tarpit = listener.tarpit
         if listener.sock is None and listener.held == 0:
             self._drop_listener(listener)
         if tarpit.retired:
-            if tarpit.held == 0:
+            if tarpit.held == 0 and not tarpit.parked:
                 self._forget(tarpit)
-        elif tarpit.held < tarpit.spec.max_clients:
+        elif self._full:
+            if self.held < self.max_clients or not self.max_clients:
+                self._resume_all()
+        elif tarpit.held < tarpit.spec.max_clients and len(tarpit.parked) < PARK_MAX:
             for other in tarpit.listeners:
                 self._resume(other)
 
@@ -784,20 +1023,7 @@ class Engine:
         (endlessh keeps them when its port changes). New addresses are bound
         before anything changes, so a failed bind leaves the old set running.
         """
-        live = {
-            lst.config_address: lst
-            for lst in self.listeners
-            if lst is not None and lst.sock is not None
-        }
-        needed = {addr for spec, _ in pairs for addr in spec.listen}
-        pool: dict[str, socket.socket] = {}
-        try:
-            for addr in sorted(needed - live.keys()):
-                pool[addr] = bind(addr)
-        except BaseException:
-            for sock in pool.values():
-                sock.close()
-            raise
+        # which running tarpit each new table continues (nothing changes yet)
         unmatched = [t for t in self.tarpits if not t.retired]
         plan: list[tuple[Tarpit | None, TarpitSpec, Bait]] = []
         for spec, bait in pairs:
@@ -805,40 +1031,65 @@ class Engine:
             if old is not None:
                 unmatched.remove(old)
             plan.append((old, spec, bait))
+        # the listeners that go, and the addresses each table lacks
+        going = [lst for t in unmatched for lst in t.listeners if lst.sock is not None]
+        missing: list[tuple[int, str]] = []
+        for i, (old, spec, _) in enumerate(plan):
+            have = set()
+            for lst in old.listeners if old is not None else []:
+                if lst.sock is not None:
+                    if lst.config_address in spec.listen:
+                        have.add(lst.config_address)
+                    else:
+                        going.append(lst)
+            missing += [(i, addr) for addr in spec.listen if addr not in have]
+        # a going listener's socket serves its address again; the rest are bound
+        # now, before anything changes, so a failed bind leaves the old set running
+        spare: dict[str, list[Listener]] = {}
+        for lst in going:
+            spare.setdefault(lst.config_address, []).append(lst)
+        handed: dict[int, Listener] = {}
+        fresh: dict[int, socket.socket] = {}
+        try:
+            for j, (_, addr) in enumerate(missing):
+                if spare.get(addr):
+                    handed[j] = spare[addr].pop()
+                else:
+                    fresh[j] = bind(addr)
+        except BaseException:
+            for sock in fresh.values():
+                self.discard_socket(sock)
+            raise
         for tarpit in unmatched:
             tarpit.retired = True
-        for tarpit in [t for t, _, _ in plan if t is not None] + unmatched:
-            keep = (
-                set() if tarpit.retired else set(next(s for t, s, _ in plan if t is tarpit).listen)
-            )
-            for listener in list(tarpit.listeners):
-                if listener.sock is not None and listener.config_address not in keep:
-                    sock = self._unlisten(listener)
-                    if listener.config_address in needed:
-                        pool[listener.config_address] = sock
-                    else:
-                        sock.close()
-                    if release_removed:
-                        self._release(lambda fd, lst=listener: self.lst[fd] == lst.index)
+        kept = {id(lst) for lst in handed.values()}
+        detached: dict[int, socket.socket] = {}
+        for lst in going:
+            sock = self._unlisten(lst)
+            if id(lst) in kept:
+                detached[id(lst)] = sock
+            else:
+                self.discard_socket(sock)
+            if release_removed:
+                self._release(lambda fd, lst=lst: self.lst[fd] == lst.index)
+                self._close_parked(lst.tarpit, lambda i, lst=lst: i == lst.index)
         for tarpit in unmatched:
-            if tarpit.held == 0:
+            if tarpit.held == 0 and not tarpit.parked:
                 self._forget(tarpit)
-        for old, spec, bait in plan:
+        socks: dict[int, list[tuple[str, socket.socket]]] = {}
+        for j, (i, addr) in enumerate(missing):
+            sock = fresh[j] if j in fresh else detached[id(handed[j])]
+            socks.setdefault(i, []).append((addr, sock))
+        for i, (old, spec, bait) in enumerate(plan):
             if old is None:
-                self.add_tarpit(spec, bait, [(addr, pool.pop(addr)) for addr in spec.listen])
+                self.add_tarpit(spec, bait, socks.get(i, []))
                 continue
-            have = {lst.config_address for lst in old.listeners if lst.sock is not None}
-            old.spec = spec
+            old.set_spec(spec)
             old.bait = bait
-            for addr in spec.listen:
-                if addr not in have:
-                    self._add_listener(old, addr, pool.pop(addr))
-            if old.held < spec.max_clients:
-                for listener in old.listeners:
-                    self._resume(listener)
-        for sock in pool.values():
-            sock.close()
+            for addr, sock in socks.get(i, []):
+                self._add_listener(old, addr, sock)
         self._retune()
+        self._resume_all()
 
     def _release(self, which: Callable[[int], bool]) -> None:
         for fd in self.clients():
@@ -870,6 +1121,8 @@ class Engine:
         for listener in list(self.listeners):
             if listener is not None and listener.sock is not None:
                 self._unlisten(listener).close()
+        for tarpit in self.tarpits:
+            self._close_parked(tarpit)
         self.close_all("shutdown")
         self.emit_totals()
         if self._timer is not None:
@@ -930,6 +1183,26 @@ class _ClosingMarker:
 
 
 _Closing = _ClosingMarker()
+
+
+class _ProxyWait(bytearray):
+    """The obj of a client whose PROXY header is still coming: the bytes so far."""
+
+
+def _pack(host: str) -> tuple[int, bytes | None]:
+    """An address as the table keeps it: IPv4 as an int, else 16 bytes of IPv6."""
+    if host.startswith("::ffff:") and "." in host:
+        return int.from_bytes(socket.inet_aton(host[7:]), "big"), None
+    if ":" in host:
+        return 0, socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+    return int.from_bytes(socket.inet_aton(host), "big"), None
+
+
+def _unpack(ip4: int, ip6: bytes | None, family: int = socket.AF_INET) -> str:
+    if ip6 is not None:
+        return socket.inet_ntop(socket.AF_INET6, ip6)
+    dotted = socket.inet_ntoa(ip4.to_bytes(4, "big"))
+    return "::ffff:" + dotted if family == socket.AF_INET6 else dotted
 
 
 def table_rows(fd_limit: int) -> int:

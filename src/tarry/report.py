@@ -64,7 +64,24 @@ def parse_when(text: str, now: float) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Summarise the tarpit's history store.")
+    p = _Parser(
+        prog=PROG,
+        description=(
+            "Summarise the tarpit's history store: sessions, time wasted, bytes sent,\n"
+            "the tarry hosts, the top addresses, countries and client software, and\n"
+            "activity over time. The store is read-only here; tarry serve may keep\n"
+            "writing to it. A fleet's shared PostgreSQL history is read with\n"
+            "--db postgresql://..."
+        ),
+        epilog=(
+            "exit status:\n  0 success; 2 no store, a bad store or a bad option (one line)\n\n"
+            "examples:\n  tarry report --since 7d\n"
+            "  tarry report --proto ssh,smtp --since 2026-11-01 --format json\n"
+            "  tarry report --db /var/lib/tarry/history.sqlite3 --by hour --since 24h\n"
+            "  tarry report --db postgresql://tarry@db/tarry --host edge-1,edge-2"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
         "--db",
         help=f"the history: a SQLite file or a postgresql:// URL (default: {default_path()})",

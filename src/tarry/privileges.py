@@ -1,0 +1,201 @@
+"""Privilege drop for tarry started as root without systemd.
+
+tarry binds its listening sockets as root (port 22 needs it), then becomes an
+unprivileged user before it accepts anyone: a bug in code that reads hostile
+bytes must not be a root shell. Like systemd's StateDirectory=, the state
+directory is created if needed and handed, with what is in it (the history
+store, generated TLS keys), to that user first, so it stays usable after the
+switch.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class PrivilegeError(Exception):
+    """tarry cannot run as configured; one line of text."""
+
+
+@dataclass(frozen=True)
+class Target:
+    user: str
+    uid: int
+    gid: int
+    group: str
+
+
+def resolve(user: str, group: str) -> Target:
+    """The uid and gid of ``user`` and ``group`` (names or numbers).
+
+    The default group ``nogroup`` is Debian's; where it does not exist (Fedora
+    calls it ``nobody``) the user's own primary group stands in for it.
+    """
+    try:
+        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        uid, name, primary = pw.pw_uid, pw.pw_name, pw.pw_gid
+    except KeyError:
+        if not user.isdigit():
+            raise PrivilegeError(
+                f"[privileges] user: no user named {user!r} on this system"
+            ) from None
+        uid, name, primary = int(user), user, -1
+    try:
+        gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        if group.isdigit():
+            gid = int(group)
+        elif group == "nogroup" and primary >= 0:
+            gid = primary
+            group = grp.getgrgid(primary).gr_name if _has_gid(primary) else str(primary)
+        else:
+            raise PrivilegeError(
+                f"[privileges] group: no group named {group!r} on this system"
+            ) from None
+    return Target(name, uid, gid, group)
+
+
+def _has_gid(gid: int) -> bool:
+    try:
+        grp.getgrgid(gid)
+        return True
+    except KeyError:
+        return False
+
+
+def prepare_state_dir(path: Path, target: Target) -> None:
+    """Create tarry's own state directory and give it, and what is in it, to ``target``."""
+    try:
+        path.mkdir(mode=0o750, parents=True, exist_ok=True)
+        for root, dirs, files in os.walk(path, followlinks=False):
+            for name in [*dirs, *files]:
+                os.chown(os.path.join(root, name), target.uid, target.gid, follow_symlinks=False)
+        os.chown(path, target.uid, target.gid, follow_symlinks=False)
+    except OSError as exc:
+        raise PrivilegeError(
+            f"state directory {path}: cannot hand it to {target.user}: {exc.strerror or exc}"
+        ) from None
+
+
+def switch(target: Target) -> None:
+    """Become ``target`` for good (real, effective and saved ids; only its own groups)."""
+    if target.uid == 0:
+        raise PrivilegeError(
+            f"refusing to run as root: [privileges] user {target.user!r} is root; name an "
+            "unprivileged user, or set allow_root = true to mean it"
+        )
+    try:
+        try:
+            os.initgroups(target.user, target.gid)
+        except OSError:
+            os.setgroups([])
+        os.setgid(target.gid)
+        os.setuid(target.uid)
+    except OSError as exc:
+        raise PrivilegeError(
+            f"cannot switch to {target.user}:{target.group}: {exc.strerror or exc}"
+        ) from None
+    try:
+        os.setuid(0)
+    except OSError:
+        return
+    raise PrivilegeError("the switch did not stick: root could be regained")
+
+
+def check_writable(directory: Path, who: str) -> None:
+    """Say clearly, before running, that the history store could not be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise PrivilegeError(
+            f"state directory {directory} is not writable by {who} ({exc.strerror or exc}); "
+            "give it to that user, set [history] path, or [history] enabled = false"
+        ) from None
+
+
+def drop(
+    user: str,
+    group: str,
+    allow_root: bool,
+    state_dir: Path,
+    writable: list[Path],
+) -> str | None:
+    """When root, hand ``state_dir`` over and switch to ``user``:``group``,
+    unless ``allow_root`` says to stay root.
+
+    ``writable`` are directories the process must be able to write to after
+    the switch (the history store's). Returns what was done, for the log, or
+    None when tarry was not started as root.
+    """
+    if os.geteuid() != 0:
+        for directory in writable:
+            check_writable(directory, _whoami())
+        return None
+    if allow_root:
+        return "running as root, as [privileges] allow_root = true says"
+    target = resolve(user, group)
+    if target.uid != 0:
+        prepare_state_dir(state_dir, target)
+    preload()
+    switch(target)
+    # the default state directory of an unprivileged user is under its home:
+    # keep the one that was prepared
+    os.environ.setdefault("STATE_DIRECTORY", str(state_dir))
+    for directory in writable:
+        check_writable(directory, f"{target.user}:{target.group}")
+    return f"switched to user {target.user} ({target.uid}), group {target.group} ({target.gid})"
+
+
+# Imported on first use; after the switch the code may no longer be readable
+# (e.g. a Python under /root): load it all while still root.
+PRELOAD = (
+    "tarry.observe",
+    "tarry.admin",
+    "tarry.charts",
+    "tarry.geo",
+    "tarry.history",
+    "tarry.metrics",
+    "tarry.sinks",
+    "tarry.stats",
+    "tarry.events",
+    "tarry.tls",
+    "ssl",
+    "syslog",
+    "sqlite3",
+    "encodings.idna",  # name lookups (aiohttp, uvloop) load it on first use
+    "encodings.punycode",
+    "uvloop",
+    "aiohttp.web",
+    "pygal",
+    "pygal.style",
+    "pygal_maps_world.maps",
+    "prometheus_client",
+    "prometheus_client.core",
+    "iptocc",
+    "maxminddb",
+)
+
+
+def preload() -> None:
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
+def _whoami() -> str:
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
