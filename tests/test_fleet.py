@@ -63,7 +63,7 @@ protocol = "ssh"
 listen = ["127.0.0.1:0"]
 delay = {delay}
 mode = "{mode}"
-{'ident_wait = 0.3' if mode == "adaptive" else ''}
+{"ident_wait = 0.3" if mode == "adaptive" else ""}
 """
 
 
@@ -251,7 +251,9 @@ def test_unreachable_at_start_buffers_and_counts_drops(pg: PgServer) -> None:
     pg.create_db("away")
     pg.stop()
     try:
-        store = PgHistoryStore(url, host="h", capacity=50, batch=10, interval=0.05, report=said.append)
+        store = PgHistoryStore(
+            url, host="h", capacity=50, batch=10, interval=0.05, report=said.append
+        )
         store.start()
         assert any("unreachable" in s for s in said), said
         for i in range(200):
@@ -320,7 +322,6 @@ def test_bad_url_and_missing_password_are_config_errors(tmp_path) -> None:
         timeout=30,
     )
     assert out.returncode != 0 and "not both" in out.stderr
-
 
 
 def test_report_errors_on_postgresql_are_one_line(pg: PgServer) -> None:

@@ -111,9 +111,7 @@ def parser() -> argparse.ArgumentParser:
 class Db:
     """A history to read: its connection, its SQL dialect and its table."""
 
-    def __init__(
-        self, conn: Any, table: str, pg: bool = False, host_column: str = "host"
-    ) -> None:
+    def __init__(self, conn: Any, table: str, pg: bool = False, host_column: str = "host") -> None:
         self.conn = conn
         self.table = table
         self.pg = pg
