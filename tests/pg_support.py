@@ -15,7 +15,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from support import IN_CI, need_module
+from support import IN_CI, free_port, need_module
 
 
 def pg_bindir() -> str | None:
@@ -45,12 +44,6 @@ def need_pg() -> str:
             pytest.fail("PostgreSQL is not installed (Debian: postgresql), and CI must not skip")
         pytest.skip("PostgreSQL server binary not found (Debian: postgresql)")
     return bindir
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PgServer:
