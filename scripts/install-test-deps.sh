@@ -14,6 +14,8 @@ missing=()
 for prog in "${!NEED[@]}"; do
   command -v "$prog" >/dev/null 2>&1 || missing+=("${NEED[$prog]}")
 done
+# The PostgreSQL server (the fleet tests start their own) is not on PATH on Debian.
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_=""
   [ "$(id -u)" -eq 0 ] || sudo_="sudo"

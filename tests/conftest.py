@@ -15,3 +15,19 @@ if "TARRY_TEST_KEEP_STATE" not in os.environ:
     os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="tarry-test-state-")
     # a tarry that switches to nobody (started as root) must reach its state dir in it
     os.chmod(os.environ["XDG_STATE_HOME"], 0o755)
+
+import pytest  # noqa: E402
+
+STATE_BASE = os.environ.get("XDG_STATE_HOME")
+
+
+@pytest.fixture(autouse=True)
+def _own_state_dir(monkeypatch):
+    """A state directory per test: the history (and what the SSH adaptive mode
+    seeds from it) must not carry over from one test's tarry to the next."""
+    if "TARRY_TEST_KEEP_STATE" not in os.environ:
+        import tempfile
+
+        own = tempfile.mkdtemp(prefix="t-", dir=STATE_BASE)
+        os.chmod(own, 0o755)  # as above: reachable by a tarry that dropped privileges
+        monkeypatch.setenv("XDG_STATE_HOME", own)

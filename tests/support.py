@@ -53,6 +53,31 @@ def ssh_argv(port: int, *options: str, host: str = "127.0.0.1") -> list[str]:
     return [need("ssh"), "-p", str(port), *SSH_OPTS, *options, host, "true"]
 
 
+def free_port() -> int:
+    """A port nobody listens on, for programs that must be told one (``tarry ssh
+    -p``, Prometheus). Picked below the ephemeral range, so that the many
+    outgoing loopback connections of other tests cannot take it meanwhile."""
+    import random
+    import socket
+
+    low, high = 10000, 32000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            high = min(high, int(f.read().split()[0]) - 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    for _ in range(200):
+        port = random.randint(low, high)
+        try:
+            with socket.socket(socket.AF_INET6) as s:  # "*": both families, as tarry binds
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                s.bind(("::", port))
+            return port
+        except OSError:
+            continue
+    raise AssertionError("no free port found")
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
     """Poll ``predicate`` until it is truthy; fail the test at the deadline."""
     deadline = time.monotonic() + timeout

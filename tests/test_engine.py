@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from support import Tarry, start_tarry, wait_until
+from support import Tarry, free_port, start_tarry, wait_until
 
 # fail2ban/CrowdSec-style patterns for endlessh's lines: exactly these fields
 TS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -25,12 +25,6 @@ def ssh_config(delay: float = 0.05, **extra: object) -> str:
     lines = ["[[tarpit]]", 'protocol = "ssh"', 'listen = ["127.0.0.1:0"]', f"delay = {delay}"]
     lines += [f"{k} = {v!r}".replace("'", '"') for k, v in extra.items()]
     return "\n".join(lines) + "\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def connect(port: int, ident: bytes = b"SSH-2.0-Test_1.0\r\n") -> socket.socket:

@@ -131,7 +131,7 @@ def test_wheel_installs_into_a_fresh_venv_with_its_console_script(tmp_path) -> N
         metadata = z.read(meta).decode()
     for module in ("proxy", "systemd", "privileges", "limits", "manual", "engine", "cli"):
         assert f"tarry/{module}.py" in names
-    for extra in ("tls", "geo", "metrics", "dashboard", "fast", "all"):
+    for extra in ("tls", "geo", "metrics", "dashboard", "fast", "postgres", "all"):
         assert f"Provides-Extra: {extra}" in metadata
     assert "uvloop" in metadata
     venv = tmp_path / "venv"

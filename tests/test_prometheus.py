@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import urllib.parse
 import urllib.request
@@ -13,19 +12,13 @@ from pathlib import Path
 import pytest
 
 from obs_support import LoopThread, session
-from support import IN_CI, wait_until
+from support import IN_CI, free_port, wait_until
 from tarry.admin import Admin, serve
 from tarry.events import Bus
 from tarry.metrics import Metrics, registry
 from tarry.stats import LiveStats
 
 TOKEN = "s3cret-scrape-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def need_prometheus() -> str:
@@ -141,6 +134,7 @@ scrape_configs:
                 expr = (
                     target["expr"]
                     .replace("$job", ".*")
+                    .replace("$host", ".*")
                     .replace("$__rate_interval", "1m")
                     .replace("$__range", "5m")
                 )

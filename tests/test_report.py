@@ -201,3 +201,54 @@ def test_empty_history(tmp_path):
     code, out, err = run("--db", str(tmp_path / "h.sqlite3"))
     assert code == 0, err
     assert "sessions       0" in out and "(none)" in out
+
+
+def test_hosts_section_and_host_filter(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(path, host="edge-1")
+    store.start()
+    for i in range(3):
+        store.emit(
+            Event(kind=CLOSE, time=DAY1 + i, proto="ssh", host="192.0.2.9", port=i, duration=2.0)
+        )
+    store.close()
+    code, out, err = run("--db", str(path), "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["hosts"] == [
+        {
+            "host": "edge-1",
+            "sessions": 3,
+            "unique_ips": 1,
+            "seconds": 6.0,
+            "bytes_sent": 0,
+            "last": "2026-11-01T10:00:00Z",
+        }
+    ]
+    _, out, _ = run("--db", str(path), "--format", "json", "--host", "edge-2")
+    assert json.loads(out)["summary"]["sessions"] == 0
+    _, out, _ = run("--db", str(path))
+    assert "By host" in out and "edge-1" in out
+
+
+def test_a_schema_1_file_reads_as_one_unnamed_host_and_migrates(tmp_path):
+    from tarry.history import MIGRATIONS, connect
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0] + ";PRAGMA user_version = 1;")
+    conn.execute(
+        "INSERT INTO sessions (start, end, proto, listener, ip, port, duration, sent, received,"
+        " reason) VALUES (?,?,'ssh','l','192.0.2.1',1,5.0,10,0,'closed')",
+        (DAY1, DAY1 + 5),
+    )
+    conn.commit()
+    conn.close()
+    code, out, err = run("--db", str(path), "--format", "json")  # read-only: stays at 1
+    assert code == 0, err
+    assert [(h["host"], h["sessions"]) for h in json.loads(out)["hosts"]] == [("", 1)]
+    connect(path).close()  # a tarry start migrates it
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("SELECT host, port FROM sessions").fetchall() == [("", 1)]
+    _, out, _ = run("--db", str(path))
+    assert "(unnamed)" in out

@@ -7,15 +7,9 @@ import socket
 import subprocess
 import time
 
-from support import Tarry, need_module, ssh_argv, wait_until
+from support import Tarry, free_port, need_module, ssh_argv, wait_until
 
 DELAY_MS = 50
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listening(port: int) -> bool:

@@ -9,11 +9,16 @@ buffered: about one flush interval, or one batch.
 
 Only close events are stored: a session is known once it ends (its duration,
 bytes and what the client said). Clients still held at a ``kill -9`` are lost.
+
+Each row names the tarry host that held the session (``[history] host``, the
+machine's hostname by default), so that a report reads the same whether the
+history is this file or a fleet's shared PostgreSQL (tarry.pghistory).
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -51,6 +56,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX sessions_proto_start ON sessions(proto, start);
     CREATE INDEX sessions_ip ON sessions(ip);
     """,
+    """
+    ALTER TABLE sessions ADD COLUMN host TEXT NOT NULL DEFAULT '';  -- the tarry host
+    CREATE INDEX sessions_host_start ON sessions(host, start);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -65,6 +74,11 @@ def default_dir() -> Path:
 
 def default_path() -> Path:
     return default_dir() / DEFAULT_NAME
+
+
+def default_host() -> str:
+    """The name each row carries when ``[history] host`` is not set."""
+    return socket.gethostname() or "localhost"
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -101,10 +115,11 @@ def connect(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
-def row(event: Event) -> tuple[object, ...]:
+def row(event: Event, host: str = "") -> tuple[object, ...]:
     _key, soft = software(event)
     notes = json.dumps(dict(event.notes), ensure_ascii=False, separators=(",", ":"))
     return (
+        host,
         event.time - event.duration,
         event.time,
         event.proto,
@@ -122,9 +137,32 @@ def row(event: Event) -> tuple[object, ...]:
 
 
 INSERT = (
-    "INSERT INTO sessions (start, end, proto, listener, ip, port, duration, sent, received,"
-    " reason, country, software, notes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "INSERT INTO sessions (host, start, end, proto, listener, ip, port, duration, sent, received,"
+    " reason, country, software, notes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+
+# What the SSH adaptive mode learns from (tarry.baits.ssh.PatienceStore.learn):
+# departures by the client from a drip or kex session.
+LearnRow = tuple[str, float, str, dict[str, str]]  # ip, duration, reason, notes
+LEARN_SQL = (
+    "SELECT ip, duration, reason, notes FROM sessions WHERE end >= ? AND proto = 'ssh'"
+    " AND reason IN ('closed', 'reset') AND json_extract(notes, '$.mode') IN ('drip', 'kex')"
+    " ORDER BY end DESC LIMIT ?"
+)
+
+
+def learn_rows(raw: list[tuple[str, float, str, object]]) -> list[LearnRow]:
+    """Rows newest first, as the learner wants them: oldest first, notes a dict."""
+    out: list[LearnRow] = []
+    for ip, duration, reason, notes in reversed(raw):
+        if isinstance(notes, str):
+            try:
+                notes = json.loads(notes)
+            except ValueError:
+                continue
+        if isinstance(notes, dict):
+            out.append((ip, float(duration), reason, {str(k): str(v) for k, v in notes.items()}))
+    return out
 
 
 class HistoryStore(ThreadedSink):
@@ -142,6 +180,7 @@ class HistoryStore(ThreadedSink):
     def __init__(
         self,
         path: str | Path,
+        host: str = "",
         retention_days: float = 90,
         capacity: int = 100000,
         batch: int = 1000,
@@ -150,6 +189,7 @@ class HistoryStore(ThreadedSink):
     ) -> None:
         super().__init__(capacity=capacity, batch=batch, interval=interval, report=report)
         self.path = Path(path)
+        self.host = host or default_host()
         self.retention_days = retention_days
         self.conn = connect(self.path)
         self._prune_at = 0.0
@@ -162,7 +202,7 @@ class HistoryStore(ThreadedSink):
         conn = self.conn
         conn.execute("BEGIN")
         try:
-            conn.executemany(INSERT, [row(e) for e in batch])
+            conn.executemany(INSERT, [row(e, self.host) for e in batch])
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -212,5 +252,14 @@ class HistoryStore(ThreadedSink):
                 " WHERE start >= ? GROUP BY m, proto",
                 (since,),
             ).fetchall()
+        finally:
+            conn.close()
+
+    def learning_rows(self, since: float, limit: int) -> list[LearnRow]:
+        """The newest ``limit`` SSH departures that ended after ``since``, oldest
+        first: what the adaptive mode seeds its memory with at start."""
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            return learn_rows(conn.execute(LEARN_SQL, (since, limit)).fetchall())
         finally:
             conn.close()

@@ -82,7 +82,8 @@ environment:
 
 files:
   /etc/tarry/tarry.toml         the usual place for the config file
-  STATE_DIRECTORY/history.sqlite3   the history store ([history] path)
+  STATE_DIRECTORY/history.sqlite3   the history store ([history] path), or a
+                    fleet's shared PostgreSQL ([history] url, docs/fleet.md)
 
 exit status:
   0 after SIGTERM or SIGINT; 1 when the config, a bind, the socket activation

@@ -73,6 +73,20 @@ def _syslog_address(v: str) -> str | None:
     return None
 
 
+def _history_url(v: str) -> str | None:
+    if v == "":
+        return None  # the SQLite file
+    from .pghistory import check_url
+
+    return check_url(v)
+
+
+def _host_name(v: str) -> str | None:
+    if len(v) > 255 or any(not "!" <= c <= "~" for c in v):
+        return "must be printable ASCII without spaces, at most 255 characters"
+    return None
+
+
 NUM = (int, float)
 SECTIONS: dict[str, dict[str, Key]] = {
     "log": {
@@ -90,9 +104,15 @@ SECTIONS: dict[str, dict[str, Key]] = {
     "history": {
         "enabled": Key(True, bool),
         "path": Key("", str),
+        "url": Key("", str, _history_url),
+        "host": Key("", str, _host_name),
         "retention_days": Key(90, NUM, _at_least(0)),
         "flush_interval": Key(1.0, NUM, _positive),
         "batch": Key(1000, int, _at_least(1)),
+        "buffer": Key(100000, int, _at_least(1)),
+        "learn_days": Key(30, NUM, _at_least(0)),
+        "learn_sessions": Key(100000, int, _at_least(0)),
+        "learn_refresh": Key(60.0, NUM, _at_least(0)),
     },
     "metrics": {
         "enabled": Key(True, bool),
@@ -150,6 +170,9 @@ def validate_sections(doc: Mapping[str, Any]) -> list[str]:
             problem = bind_error(listen, token)
             if problem:
                 errors.append(problem)
+    history = doc.get("history")
+    if isinstance(history, Mapping) and history.get("path") and history.get("url"):
+        errors.append("history: set path (a SQLite file) or url (PostgreSQL), not both")
     return errors
 
 
@@ -259,17 +282,33 @@ def assemble(
         from .history import HistoryError, HistoryStore, default_path
 
         try:
-            history = HistoryStore(
-                hist["path"] or default_path(),
-                retention_days=hist["retention_days"],
-                batch=hist["batch"],
-                interval=hist["flush_interval"],
-                report=report,
-            )
+            if hist["url"]:
+                from .pghistory import PgHistoryStore
+
+                history = PgHistoryStore(
+                    hist["url"],
+                    host=hist["host"],
+                    retention_days=hist["retention_days"],
+                    capacity=hist["buffer"],
+                    batch=hist["batch"],
+                    interval=hist["flush_interval"],
+                    report=report,
+                )
+            else:
+                history = HistoryStore(
+                    hist["path"] or default_path(),
+                    host=hist["host"],
+                    retention_days=hist["retention_days"],
+                    capacity=hist["buffer"],
+                    batch=hist["batch"],
+                    interval=hist["flush_interval"],
+                    report=report,
+                )
         except HistoryError as exc:
             raise ObserveError(str(exc)) from exc
         history.start()
         sinks.append(history)
+        learn_from(history, hist, verbose=log["level"] == "debug")
 
     met = cfg["metrics"]
     metrics = registry = None
@@ -297,6 +336,25 @@ def assemble(
     return Observability(
         sinks, stats, metrics, registry, history, lookup, admin["listen"], admin["token"]
     )
+
+
+def learn_from(history: Any, hist: Mapping[str, Any], verbose: bool = False) -> None:
+    """Back what baits learn about addresses (the SSH adaptive mode) with the
+    history, so it outlives restarts; a shared history is re-read for what the
+    other hosts learned."""
+    from .baits import registry
+
+    shared = hasattr(history, "fleet_rows")
+    for module in registry().values():
+        use = getattr(module, "use_history", None)
+        if use is not None and hist["learn_sessions"] > 0:
+            use(
+                history,
+                days=hist["learn_days"],
+                sessions=hist["learn_sessions"],
+                refresh=hist["learn_refresh"] if shared else 0.0,
+                verbose=verbose,
+            )
 
 
 def starter(obs: Observability, report: Report = _stderr) -> Starter | None:

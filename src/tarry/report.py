@@ -1,7 +1,8 @@
 """``tarry report``: what the history store says, in the terminal.
 
-Reads the SQLite history (read-only, so it is safe while tarry runs) and
-prints the attackers' time wasted, sessions, unique addresses, the top
+Reads the SQLite history (read-only, so it is safe while tarry runs), or a
+fleet's shared PostgreSQL history (``--db postgresql://...``), and prints the
+attackers' time wasted, sessions, unique addresses, the tarry hosts, the top
 addresses, countries and client software, a histogram of hold durations and
 activity per hour or day, as a table, JSON or CSV. Times are UTC.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .history import SCHEMA_VERSION, default_path
+from .pghistory import is_url, redact
 from .stats import DURATION_BUCKETS
 
 PROG = "tarry report"
@@ -66,18 +68,24 @@ def parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Summarise the tarpit's history store: sessions, time wasted, bytes sent,\n"
-            "the top addresses, countries and client software, and activity over time.\n"
-            "The store is read-only here; tarry serve may keep writing to it."
+            "the tarry hosts, the top addresses, countries and client software, and\n"
+            "activity over time. The store is read-only here; tarry serve may keep\n"
+            "writing to it. A fleet's shared PostgreSQL history is read with\n"
+            "--db postgresql://..."
         ),
         epilog=(
             "exit status:\n  0 success; 2 no store, a bad store or a bad option (one line)\n\n"
             "examples:\n  tarry report --since 7d\n"
             "  tarry report --proto ssh,smtp --since 2026-11-01 --format json\n"
-            "  tarry report --db /var/lib/tarry/history.sqlite3 --by hour --since 24h"
+            "  tarry report --db /var/lib/tarry/history.sqlite3 --by hour --since 24h\n"
+            "  tarry report --db postgresql://tarry@db/tarry --host edge-1,edge-2"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--db", help=f"the history database (default: {default_path()})")
+    p.add_argument(
+        "--db",
+        help=f"the history: a SQLite file or a postgresql:// URL (default: {default_path()})",
+    )
     p.add_argument("--since", help="start of the range: 2026-11-01[T10:00] (UTC) or 7d, 24h, 30m")
     p.add_argument("--until", help="end of the range (exclusive), same forms; default: now")
     p.add_argument(
@@ -85,6 +93,12 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="only this protocol (ssh, http, smtp, ...); repeat or separate with commas",
+    )
+    p.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="only this tarry host (a shared history); repeat or separate with commas",
     )
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--top", type=int, default=10, help="rows in each top list (default 10)")
@@ -94,7 +108,37 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def open_db(path: Path) -> sqlite3.Connection:
+class Db:
+    """A history to read: its connection, its SQL dialect and its table."""
+
+    def __init__(self, conn: Any, table: str, pg: bool = False, host_column: str = "host") -> None:
+        self.conn = conn
+        self.table = table
+        self.pg = pg
+        self.host = host_column
+        self.errors: tuple[type[BaseException], ...] = (sqlite3.DatabaseError,)
+
+    def rows(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        """``sql`` written with ``?`` placeholders and ``{t}`` for the table."""
+        sql = sql.replace("{t}", self.table)
+        if self.pg:
+            sql = sql.replace("%", "%%").replace("?", "%s")
+        return self.conn.execute(sql, list(args)).fetchall()
+
+    def slot(self, width: int) -> str:
+        """The start time's slot of ``width`` seconds, as an integer."""
+        if self.pg:
+            return f"CAST(floor(start / {width}) AS BIGINT)"
+        return f"CAST(start / {width} AS INTEGER)"
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def open_db(target: str | Path) -> Db:
+    if isinstance(target, str) and is_url(target):
+        return open_pg(target)
+    path = Path(target)
     if not path.exists():
         raise ReportError(f"no history database at {path} (is [history] enabled? pass --db PATH)")
     if path.is_dir():
@@ -114,7 +158,46 @@ def open_db(path: Path) -> sqlite3.Connection:
         )
     if version < 1 or not has_table:
         raise ReportError(f"{path}: not a tarry history database")
-    return conn
+    # a file not yet opened by a tarry that names hosts (schema 1): one unnamed host
+    return Db(conn, "sessions", host_column="host" if version >= 2 else "''")
+
+
+def open_pg(url: str) -> Db:
+    from .history import HistoryError
+    from .pghistory import SCHEMA_VERSION as PG_VERSION
+    from .pghistory import TABLE, connect, driver
+
+    where = redact(url)
+    try:
+        psycopg = driver()
+        conn = connect(url)
+    except HistoryError as exc:
+        raise ReportError(str(exc)) from exc
+    except Exception as exc:  # psycopg.Error: unreachable, refused, no such database
+        raise ReportError(f"{where}: {' '.join(str(exc).split())}") from exc
+    try:
+        conn.read_only = True
+        got = conn.execute(
+            "SELECT value FROM tarry_meta WHERE key = 'schema_version'"
+            if conn.execute("SELECT to_regclass('tarry_meta')").fetchone()[0]
+            else "SELECT NULL"
+        ).fetchone()
+    except psycopg.Error as exc:
+        conn.close()
+        raise ReportError(f"{where}: {' '.join(str(exc).split())}") from exc
+    version = int(got[0]) if got and got[0] is not None else 0
+    if version > PG_VERSION:
+        conn.close()
+        raise ReportError(
+            f"{where}: history schema version {version} is newer than this tarry reads "
+            f"({PG_VERSION}); upgrade tarry"
+        )
+    if version < 1:
+        conn.close()
+        raise ReportError(f"{where}: no tarry history in this database")
+    db = Db(conn, TABLE, pg=True)
+    db.errors = (psycopg.Error,)
+    return db
 
 
 def _bucket_sql() -> str:
@@ -125,15 +208,16 @@ def _bucket_sql() -> str:
 
 
 def collect(
-    conn: sqlite3.Connection,
+    db: Db,
     since: float | None,
     until: float | None,
     protos: Sequence[str],
     top: int,
     by: str,
+    hosts: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Every section of the report as plain data."""
-    where, args = ["1"], []  # type: ignore[var-annotated]
+    where, args = ["1 = 1"], []  # type: ignore[var-annotated]
     if since is not None:
         where.append("start >= ?")
         args.append(since)
@@ -143,34 +227,52 @@ def collect(
     if protos:
         where.append("proto IN (" + ",".join("?" * len(protos)) + ")")
         args.extend(protos)
+    if hosts:
+        where.append(f"{db.host} IN (" + ",".join("?" * len(hosts)) + ")")
+        args.extend(hosts)
     w = " AND ".join(where)
 
     def q(sql: str, extra: Sequence[Any] = ()) -> list[Any]:
-        return conn.execute(sql.format(w=w), [*args, *extra]).fetchall()
+        return db.rows(sql.replace("{w}", w).replace("{host}", db.host), [*args, *extra])
 
     n, ips, secs, sent, first, last = q(
-        "SELECT count(*), count(DISTINCT ip), total(duration), total(sent), min(start), max(start)"
-        " FROM sessions WHERE {w}"
+        "SELECT count(*), count(DISTINCT ip), coalesce(sum(duration), 0),"
+        " coalesce(sum(sent), 0), min(start), max(start) FROM {t} WHERE {w}"
     )[0]
     out: dict[str, Any] = {
         "range": {
             "since": _iso(since) if since is not None else None,
             "until": _iso(until) if until is not None else None,
             "protocols": list(protos) or "all",
+            "hosts": list(hosts) or "all",
         },
         "summary": {
             "sessions": n,
             "unique_ips": ips,
-            "time_wasted_seconds": round(secs, 3),
+            "time_wasted_seconds": round(float(secs), 3),
             "bytes_sent": int(sent),
             "first": _iso(first) if first is not None else None,
             "last": _iso(last) if last is not None else None,
         },
     }
+    out["hosts"] = [
+        {
+            "host": h,
+            "sessions": k,
+            "unique_ips": u,
+            "seconds": round(float(s), 3),
+            "bytes_sent": int(b),
+            "last": _iso(lt),
+        }
+        for h, k, u, s, b, lt in q(
+            "SELECT {host} AS h, count(*), count(DISTINCT ip), coalesce(sum(duration), 0),"
+            " coalesce(sum(sent), 0), max(start) FROM {t} WHERE {w} GROUP BY h ORDER BY h"
+        )
+    ]
     out["top_ips"] = [
         {"ip": ip, "country": cc, "sessions": k, "seconds": round(s, 3)}
         for ip, cc, k, s in q(
-            "SELECT ip, max(country), count(*) AS k, total(duration) AS s FROM sessions"
+            "SELECT ip, max(country), count(*) AS k, coalesce(sum(duration), 0) AS s FROM {t}"
             " WHERE {w} GROUP BY ip ORDER BY s DESC, k DESC, ip LIMIT ?",
             (top,),
         )
@@ -178,21 +280,21 @@ def collect(
     out["top_countries"] = [
         {"country": cc or "??", "sessions": k, "unique_ips": u, "seconds": round(s, 3)}
         for cc, k, u, s in q(
-            "SELECT country, count(*) AS k, count(DISTINCT ip), total(duration) AS s"
-            " FROM sessions WHERE {w} GROUP BY country ORDER BY k DESC, s DESC, country LIMIT ?",
+            "SELECT country, count(*) AS k, count(DISTINCT ip), coalesce(sum(duration), 0) AS s"
+            " FROM {t} WHERE {w} GROUP BY country ORDER BY k DESC, s DESC, country LIMIT ?",
             (top,),
         )
     ]
     out["top_software"] = [
         {"proto": p, "software": sw, "sessions": k, "seconds": round(s, 3)}
         for p, sw, k, s in q(
-            "SELECT proto, software, count(*) AS k, total(duration) AS s FROM sessions"
+            "SELECT proto, software, count(*) AS k, coalesce(sum(duration), 0) AS s FROM {t}"
             " WHERE {w} AND software != '' GROUP BY proto, software"
             " ORDER BY k DESC, s DESC, software LIMIT ?",
             (top,),
         )
     ]
-    counts = dict(q(f"SELECT {_bucket_sql()} AS b, count(*) FROM sessions WHERE {{w}} GROUP BY b"))
+    counts = dict(q(f"SELECT {_bucket_sql()} AS b, count(*) FROM {{t}} WHERE {{w}} GROUP BY b"))
     out["durations"] = [
         {"bucket": label, "sessions": counts.get(i, 0)}
         for i, (_le, label) in enumerate(DURATION_BUCKETS)
@@ -207,8 +309,8 @@ def collect(
             "seconds": round(s, 3),
         }
         for slot, k, u, s in q(
-            f"SELECT CAST(start / {width} AS INTEGER) AS slot, count(*), count(DISTINCT ip),"
-            " total(duration) FROM sessions WHERE {w} GROUP BY slot ORDER BY slot"
+            f"SELECT {db.slot(width)} AS slot, count(*), count(DISTINCT ip),"
+            " coalesce(sum(duration), 0) FROM {t} WHERE {w} GROUP BY slot ORDER BY slot"
         )
     ]
     return out
@@ -248,8 +350,9 @@ def write_table(data: dict[str, Any], out: TextIO) -> None:
     rng = data["range"]
     span = f"{rng['since'] or 'the beginning'} to {rng['until'] or 'now'}"
     protos = rng["protocols"] if isinstance(rng["protocols"], str) else ", ".join(rng["protocols"])
+    hosts = rng["hosts"] if isinstance(rng["hosts"], str) else ", ".join(rng["hosts"])
     w = out.write
-    w(f"tarry report: {span}, protocols: {protos}\n\n")
+    w(f"tarry report: {span}, protocols: {protos}, hosts: {hosts}\n\n")
     w(f"  time wasted    {human(s['time_wasted_seconds'])} ({s['time_wasted_seconds']:.0f} s)\n")
     w(f"  sessions       {s['sessions']}\n")
     w(f"  unique IPs     {s['unique_ips']}\n")
@@ -265,6 +368,22 @@ def write_table(data: dict[str, Any], out: TextIO) -> None:
         for line in _table([header, *rows], right):
             w(line + "\n")
 
+    section(
+        "By host",
+        ["host", "sessions", "unique IPs", "time wasted", "bytes sent", "last"],
+        [
+            [
+                r["host"] or "(unnamed)",
+                str(r["sessions"]),
+                str(r["unique_ips"]),
+                human(r["seconds"]),
+                str(r["bytes_sent"]),
+                r["last"],
+            ]
+            for r in data["hosts"]
+        ],
+        {1, 2, 3, 4},
+    )
     section(
         "Top IPs (by time wasted)",
         ["ip", "country", "sessions", "time wasted"],
@@ -331,6 +450,8 @@ def write_csv(data: dict[str, Any], out: TextIO) -> None:
     wr.writerow(["summary", "", "unique_ips", s["unique_ips"], ""])
     wr.writerow(["summary", "", "time_wasted", "", s["time_wasted_seconds"]])
     wr.writerow(["summary", "", "bytes_sent", s["bytes_sent"], ""])
+    for r in data["hosts"]:
+        wr.writerow(["hosts", "", r["host"], r["sessions"], r["seconds"]])
     for r in data["top_ips"]:
         wr.writerow(["top_ips", "", r["ip"], r["sessions"], r["seconds"]])
     for r in data["top_countries"]:
@@ -370,13 +491,14 @@ def report_main(argv: list[str], out: TextIO | None = None, err: TextIO | None =
         if args.top < 1:
             raise ReportError("--top must be at least 1")
         protos = [p.strip() for item in args.proto for p in item.split(",") if p.strip()]
-        conn = open_db(Path(args.db) if args.db else default_path())
+        hosts = [h.strip() for item in args.host for h in item.split(",") if h.strip()]
+        db = open_db(args.db if args.db else default_path())
         try:
-            data = collect(conn, since, until, protos, args.top, args.by)
-        except sqlite3.DatabaseError as exc:
-            raise ReportError(f"reading the history: {exc}") from exc
+            data = collect(db, since, until, protos, args.top, args.by, hosts)
+        except db.errors as exc:
+            raise ReportError(f"reading the history: {' '.join(str(exc).split())}") from exc
         finally:
-            conn.close()
+            db.close()
         buf = io.StringIO()
         if args.format == "json":
             json.dump(data, buf, indent=2)

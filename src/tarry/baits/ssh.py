@@ -33,6 +33,10 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from ..bait import Option, Step, TarpitSpec, jittered
@@ -382,13 +386,17 @@ def pace_code(seconds: float) -> int:
     return max(1, min(255, round(seconds * 10)))
 
 
-class PatienceStore:
-    """What each source address did on earlier visits, in memory and bounded.
+Note = Callable[[str, str], str]
+LearnRow = tuple[str, float, str, dict[str, str]]  # ip, duration, reason, notes (tarry.history)
+VISIT_SHIFT = 10
+LESSON_MASK = (1 << VISIT_SHIFT) - 1
 
-    An event Sink: fed by ``close`` events, it keeps one small int per address
-    (the advised mode, pace and visit count), least recently used dropped first.
-    The adaptive bait asks it in ``open``. Learning, from the notes the bait
-    leaves on the close event (mode, pace, start of the stall phase, hassh):
+
+def lesson(reason: str, duration: float, note: Note) -> int | None:
+    """What one finished session teaches (``mode | pace code << 2``), or None.
+
+    From the notes the bait left on the close event (mode, pace, start of the
+    stall phase, hassh):
 
     - under ``kex``, gone within GRAB_TIME without a KEXINIT: a banner grabber,
       which took our version and left, so next time ``drip`` (never a version);
@@ -400,11 +408,68 @@ class PatienceStore:
 
     Only departures by the client (reason closed or reset) teach anything.
     """
+    if reason not in ("closed", "reset"):
+        return None
+    name = note("mode", "")
+    if name not in ("drip", "kex"):
+        return None  # banner listeners leave no notes to learn from
+    mode = MODES[name]
+    try:
+        pace = float(note("pace", "0"))
+        start = float(note("start", "0"))
+    except ValueError:
+        return None
+    if not (math.isfinite(pace) and math.isfinite(start) and math.isfinite(duration)):
+        return None  # a shared history is input too
+    idle = duration - start
+    code = pace_code(pace)
+    if mode == KEX and not note("hassh", "") and duration < GRAB_TIME:
+        mode = DRIP
+    elif pace > 0 and 0 < idle < 3 * pace:
+        # left within the first few gaps: an idle timeout. It waited ``idle``
+        # in the first gap, or about one pace if it survived some gaps.
+        patience = idle if idle < 1.2 * pace else pace
+        code = pace_code(max(PACE_MIN, PACE_SHARE * patience))
+    elif mode != KEX and pace > 0 and idle >= 3 * pace:
+        mode = KEX
+    return mode | code << 2
 
-    def __init__(self, cap: int = 65536) -> None:
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+LEARN_RETRY = 30.0  # seconds between two tries to read a history that failed
+
+
+class PatienceStore:
+    """What each source address did on earlier visits, bounded.
+
+    An event Sink: fed by ``close`` events (see ``lesson``), it keeps one small
+    int per address (the advised mode, pace and visit count), least recently
+    used dropped first. The adaptive bait asks it in ``open``.
+
+    With a history store attached (``attach``), what was learned outlives the
+    process: once adaptive mode is on, a thread reads the history's recent SSH
+    sessions (bounded by age and count) and hands the lessons to the loop
+    thread, which merges them at its next ``advice`` or ``emit``; so neither a
+    lock nor the database is ever on the loop's path. A shared history
+    (PostgreSQL) is read again every ``refresh`` seconds for what the other
+    hosts of the fleet learned.
+    """
+
+    def __init__(self, cap: int = 65536, report: Callable[[str], None] = _stderr) -> None:
         self.cap = cap
-        self.enabled = False
+        self.report = report
+        self._enabled = False
         self._ips: dict[str, int] = {}
+        self._incoming: list[tuple[dict[str, int], bool]] = []
+        self._source: Any = None
+        self._bounds = (30.0, 100000, 0.0, False)  # days, sessions, refresh, verbose
+        self._quit = threading.Event()
+        self._learner: threading.Thread | None = None
+        self.seeded = False
+        """The history was read once (set by the learner thread)."""
 
     def __len__(self) -> int:
         return len(self._ips)
@@ -412,39 +477,37 @@ class PatienceStore:
     def __bool__(self) -> bool:  # an empty store is still a store
         return True
 
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        """Set by adaptive baits (at start, or when a reload adds one): only then
+        is anything learned, and only then is the history read."""
+        self._enabled = on
+        if on:
+            self._start_learner()
+
     def emit(self, event: Event) -> None:
-        if not self.enabled or event.kind != CLOSE or event.proto != PROTOCOL:
+        if not self._enabled or event.kind != CLOSE or event.proto != PROTOCOL:
             return
-        if event.reason not in ("closed", "reset"):
+        if self._incoming:
+            self._merge()
+        rec = lesson(event.reason, event.duration, event.note)
+        if rec is None:
             return
-        if event.note("mode") not in ("drip", "kex"):
-            return  # banner listeners leave no notes to learn from
-        mode = MODES[event.note("mode")]
-        try:
-            pace = float(event.note("pace", "0"))
-            start = float(event.note("start", "0"))
-        except ValueError:
-            return
-        idle = event.duration - start
-        code = pace_code(pace)
-        if mode == KEX and not event.note("hassh") and event.duration < GRAB_TIME:
-            mode = DRIP
-        elif pace > 0 and 0 < idle < 3 * pace:
-            # left within the first few gaps: an idle timeout. It waited ``idle``
-            # in the first gap, or about one pace if it survived some gaps.
-            patience = idle if idle < 1.2 * pace else pace
-            code = pace_code(max(PACE_MIN, PACE_SHARE * patience))
-        elif mode != KEX and pace > 0 and idle >= 3 * pace:
-            mode = KEX
         ip = event.ip
         old = self._ips.pop(ip, None)
-        visits = min(255, (old >> 10) + 1) if old is not None else 1
-        self._ips[ip] = mode | code << 2 | visits << 10
+        visits = min(255, (old >> VISIT_SHIFT) + 1) if old is not None else 1
+        self._ips[ip] = rec | visits << VISIT_SHIFT
         if len(self._ips) > self.cap:
             del self._ips[next(iter(self._ips))]
 
     def advice(self, ip: str) -> tuple[int, int] | None:
         """(mode, pace code) learned for ``ip``, or None; marks it recently used."""
+        if self._incoming:
+            self._merge()
         rec = self._ips.pop(ip, None)
         if rec is None:
             return None
@@ -453,10 +516,121 @@ class PatienceStore:
 
     def visits(self, ip: str) -> int:
         rec = self._ips.get(ip)
-        return 0 if rec is None else rec >> 10
+        return 0 if rec is None else rec >> VISIT_SHIFT
+
+    # -- learning from a history --
+
+    def lessons(self, rows: Iterable[LearnRow]) -> dict[str, int]:
+        """Replay finished sessions (oldest first) into records, at most ``cap``."""
+        out: dict[str, int] = {}
+        for ip, duration, reason, notes in rows:
+            rec = lesson(reason, duration, notes.get)
+            if rec is None or not isinstance(ip, str) or len(ip) > 64:
+                continue
+            old = out.pop(ip, None)
+            visits = 1 if old is None else min(255, (old >> VISIT_SHIFT) + 1)
+            out[ip] = rec | visits << VISIT_SHIFT
+        if len(out) > self.cap:
+            out = dict(list(out.items())[-self.cap :])
+        return out
+
+    def learn(self, rows: Iterable[LearnRow], newer: bool = False) -> int:
+        """Queue lessons for the loop thread (any thread may call this); returns
+        how many addresses they cover. ``newer``: they are more recent than what
+        this process saw itself (another host's), so their advice wins."""
+        recs = self.lessons(rows)
+        if recs:
+            self._incoming.append((recs, newer))
+        return len(recs)
+
+    def _merge(self) -> None:
+        ips = self._ips
+        while self._incoming:
+            recs, newer = self._incoming.pop(0)
+            for ip, rec in recs.items():
+                old = ips.pop(ip, None)
+                if old is not None:
+                    visits = min(255, (old >> VISIT_SHIFT) + (rec >> VISIT_SHIFT))
+                    rec = ((rec if newer else old) & LESSON_MASK) | visits << VISIT_SHIFT
+                ips[ip] = rec
+        if len(ips) > self.cap:
+            self._ips = dict(list(ips.items())[-self.cap :])
+
+    def attach(
+        self,
+        source: Any,
+        days: float = 30.0,
+        sessions: int = 100000,
+        refresh: float = 0.0,
+        verbose: bool = False,
+    ) -> None:
+        """Seed from ``source.learning_rows(since, limit)`` once adaptive mode is on;
+        with ``refresh`` > 0, then call ``source.fleet_rows(limit)`` that often for
+        the sessions other hosts stored since. ``verbose`` logs every refresh."""
+        self.detach()
+        self._source = source
+        self._bounds = (days, sessions, refresh, verbose)
+        self._quit = threading.Event()
+        self.seeded = False
+        if self._enabled:
+            self._start_learner()
+
+    def detach(self) -> None:
+        self._quit.set()
+        if self._learner is not None:
+            self._learner.join(5.0)
+        self._learner = None
+        self._source = None
+
+    def _start_learner(self) -> None:
+        if self._source is None or self._learner is not None:
+            return
+        self._learner = threading.Thread(
+            target=self._learn_loop,
+            args=(self._source, self._quit),
+            name="tarry-patience",
+            daemon=True,
+        )
+        self._learner.start()
+
+    def _learn_loop(self, source: Any, quit: threading.Event) -> None:
+        days, sessions, refresh, verbose = self._bounds
+        refresh = refresh if hasattr(source, "fleet_rows") else 0.0
+        failing = False
+        while not quit.is_set():
+            try:
+                if not self.seeded:
+                    rows = source.learning_rows(time.time() - days * 86400, sessions)
+                    n = self.learn(rows)
+                    self.seeded = True
+                    self.report(
+                        f"tarry: adaptive: learned {n} addresses from {len(rows)} sessions "
+                        "in the history"
+                    )
+                elif refresh > 0:
+                    rows = source.fleet_rows(sessions)
+                    n = self.learn(rows, newer=True)
+                    if verbose and rows:
+                        self.report(
+                            f"tarry: adaptive: learned {n} addresses from {len(rows)} "
+                            "sessions of other hosts"
+                        )
+                else:
+                    break
+                if failing:
+                    self.report("tarry: adaptive: reading the history again")
+                    failing = False
+            except Exception as exc:  # a history that is away must not end the learner
+                if not failing:
+                    self.report(f"tarry: adaptive: cannot read the history: {exc}")
+                    failing = True
+            quit.wait(refresh if self.seeded and refresh > 0 and not failing else LEARN_RETRY)
+        done = getattr(source, "learning_done", None)
+        if done is not None:
+            done()
 
     def close(self) -> None:
-        pass
+        self.detach()
 
 
 _STORE: PatienceStore | None = None
@@ -473,6 +647,13 @@ def patience_store() -> PatienceStore:
 def sinks() -> list[PatienceStore]:
     """Event sinks this protocol wants on the bus (the engine's CLI adds them)."""
     return [patience_store()]
+
+
+def use_history(
+    source: Any, days: float, sessions: int, refresh: float = 0.0, verbose: bool = False
+) -> None:
+    """Back the adaptive mode's memory with the history (tarry.observe calls this)."""
+    patience_store().attach(source, days, sessions, refresh, verbose)
 
 
 # --- drip, kex and adaptive ------------------------------------------------------
