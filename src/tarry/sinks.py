@@ -98,10 +98,11 @@ class ThreadedSink:
         if n == 0 or n + 1 == self.batch:
             self._wake.set()
 
-    def full(self, share: float = 0.5) -> bool:
-        """Whether the buffer holds ``share`` of its capacity or more: a producer
-        that can wait (the workers' supervisor) reads more slowly."""
-        return len(self._buf) >= self.capacity * share
+    def full(self, most: int = 2048) -> bool:
+        """Whether the buffer holds ``most`` events or half its capacity: a
+        producer that can wait (the workers' supervisor) reads more slowly, so
+        a burst waits where it is instead of growing this process's heap."""
+        return len(self._buf) >= min(most, self.capacity // 2)
 
     def close(self) -> None:
         """Flush what is buffered, waiting at most ``join_timeout`` seconds."""

@@ -844,11 +844,11 @@ class Supervisor:
         if sock is None:
             return
         assert self.loop is not None
-        if any(getattr(s, "full", _never)() for s in self.bus.sinks):
-            self.loop.remove_reader(sock.fileno())
-            self.loop.call_later(BACKOFF, self._resume_reading, slot, sock)
-            return
-        for _ in range(64):
+        for _ in range(16):
+            if any(getattr(s, "full", _never)() for s in self.bus.sinks):
+                self.loop.remove_reader(sock.fileno())
+                self.loop.call_later(BACKOFF, self._resume_reading, slot, sock)
+                return
             try:
                 n = sock.recv_into(self._buf)
             except (BlockingIOError, InterruptedError):
