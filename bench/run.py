@@ -333,7 +333,8 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             t_all: float | None = None
             half: tuple[int, int, int] | None = None  # (held, RSS, PSS) once N/2 are held
             deadline = time.monotonic() + args.connect_timeout
-            poll = 0.01 if n <= 20000 else 0.25  # listing many fds costs CPU the server needs
+            # listing many fds costs CPU the server needs
+            poll = 0.01 if n <= 20000 else 0.25 if n <= 250000 else 2.0
             while time.monotonic() < deadline:
                 held = tree.fds() - fds0
                 if held >= n:
