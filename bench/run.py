@@ -154,6 +154,7 @@ class LoadGen:
         payload: str = "ssh",
         per_src: int = 10000,
         connect_timeout: float = 60.0,
+        rate: float = 50000,
     ) -> None:
         cmd = [
             sys.executable,
@@ -174,9 +175,12 @@ class LoadGen:
             str(per_src),
             "--connect-timeout",
             str(connect_timeout),
+            "--rate",
+            str(rate),
         ]
         self.proc = start(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.lines: queue.Queue[dict] = queue.Queue()
+        self.early: dict[str, dict] = {}
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -188,7 +192,18 @@ class LoadGen:
                 print(f"  loadgen: {line.rstrip()}", file=sys.stderr)
         self.lines.put({"event": "eof"})
 
+    def seen(self, event: str) -> dict | None:
+        """A report that has come already (kept for ``expect``), without waiting."""
+        while True:
+            try:
+                msg = self.lines.get_nowait()
+            except queue.Empty:
+                return self.early.get(event)
+            self.early[msg.get("event", "")] = msg
+
     def expect(self, event: str, timeout: float) -> dict:
+        if event in self.early:
+            return self.early.pop(event)
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -327,6 +342,7 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
                 args.proto,
                 per_src=args.per_src,
                 connect_timeout=args.connect_timeout,
+                rate=args.rate,
             )
             t_first = loadgen.expect("start", 60)["t"]
             # The fd count covers both servers alike: one socket per held client, nothing else.
@@ -334,12 +350,16 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             half: tuple[int, int, int] | None = None  # (held, RSS, PSS) once N/2 are held
             deadline = time.monotonic() + args.connect_timeout
             # listing many fds costs CPU the server needs
-            poll = 0.01 if n <= 20000 else 0.25 if n <= 250000 else 2.0
+            poll = 0.01 if n <= 20000 else 0.25 if n <= 250000 else 5.0
+            last = -1
             while time.monotonic() < deadline:
                 held = tree.fds() - fds0
                 if held >= n:
                     t_all = time.monotonic()
                     break
+                if loadgen.seen("connected") is not None and held == last:
+                    break  # every connect is done and the count stopped: some failed (JSON)
+                last = held
                 if half is None and held >= n // 2:
                     half = (held, *tree.memory())
                 if proc.poll() is not None:
@@ -537,6 +557,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="tarry's [engine] loop (uvloop needs tarry[fast])",
     )
     p.add_argument("--procs", type=int, default=0, help="loadgen processes (0: as needed)")
+    p.add_argument("--rate", type=float, default=50000, help="loadgen connects per second, in all")
     p.add_argument(
         "--workers",
         type=int,
