@@ -81,8 +81,19 @@ POLL = 0.1  # seconds between looks while other workers' clients fill a cap
 STOP_TIMEOUT = 90.0  # seconds the supervisor waits for workers to close their clients
 RESTART_MIN, RESTART_MAX = 0.2, 30.0  # back-off for a worker that keeps dying at once
 REPORT_EVERY = 10.0
+TRIM_AFTER = 256 << 10  # bytes queued in a burst, past which the drained heap is given back
 BACKOFF = 0.01  # seconds the supervisor stops reading while its sinks catch up
 FINISH_TIMEOUT = 60.0  # seconds a stopping worker waits for the supervisor to take its events
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+MALLOC_TRIM = _malloc_trim()
 
 
 def _never() -> bool:
@@ -243,6 +254,7 @@ class Channel:
         self.batch: list[Any] = []
         self.queue: deque[bytes] = deque()
         self.queued = 0
+        self.peak = 0  # most bytes queued since the queue was last empty
         self.dropped = 0
         self._told = 0
         self._writing = False
@@ -303,6 +315,7 @@ class Channel:
                 return
         self.queue.append(frame)
         self.queued += len(frame)
+        self.peak = max(self.peak, self.queued)
         if not self._writing:
             self._writing = True
             self.loop.add_writer(self.sock.fileno(), self._drain)
@@ -323,6 +336,11 @@ class Channel:
             self.queued -= len(frame)
         self._writing = False
         self.loop.remove_writer(self.sock.fileno())
+        if self.peak >= TRIM_AFTER and MALLOC_TRIM is not None:
+            # the burst is over: hand the heap the queue grew into back (glibc
+            # keeps freed memory in the middle of the heap otherwise)
+            MALLOC_TRIM(0)
+        self.peak = 0
 
     def finish(self, timeout: float = FINISH_TIMEOUT) -> None:
         """Send everything still here, waiting at most ``timeout`` seconds."""
