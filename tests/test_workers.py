@@ -406,3 +406,30 @@ def test_a_dead_workers_ipv6_and_proxy_clients(serve) -> None:
     assert t.count("CLOSE") == 2
     for s in (six, known, waiting):
         assert closed_by_peer(s)
+
+
+def test_a_socket_systemd_passes_is_one_queue_for_every_worker(tmp_path) -> None:
+    from test_deploy import activated
+
+    port = _free_port()
+    path = tmp_path / "tarry.toml"
+    config = workers(3) + tarpit(delay=0.1).replace("127.0.0.1:0", f"127.0.0.1:{port}") + QUIET
+    if os.geteuid() == 0:
+        config += "[privileges]\nallow_root = true\n"
+    path.write_text(config)
+    t = activated(str(path), port, "trap")
+    try:
+        wait_until(lambda: any("Listening on" in e for e in t.err), 10, "systemd-socket-activate")
+        first = dial(port, "127.0.19.1")  # starts tarry
+        t.wait_for(rf"LISTEN proto=ssh listener=127\.0\.0\.1:{port} ", timeout=20)
+        pids(t, 3)
+        assert any("one accept queue for all 3 workers" in e for e in t.err)
+        more = [dial(port, a) for addrs in hosts(3, 2, "127.0.19.").values() for a in addrs]
+        logged(t, "ACCEPT", 7)
+        for s in [first, *more]:
+            assert read_lines(s, 2)
+    finally:
+        t.stop()
+    assert t.count(" CLOSE .*reason=shutdown") == 7
+    for s in [first, *more]:
+        s.close()

@@ -665,8 +665,11 @@ def _child(plan: WorkerPlan) -> int:
     lockfd = plan.shared.open_lock()
     keep = {0, 1, 2, lockfd, plan.sock.fileno()}
     keep |= {sock.fileno() for socks in plan.socks for _, sock in socks}
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
+    try:
+        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: every number up to the limit
+        open_fds = list(range(min(os.sysconf("SC_OPEN_MAX"), 1 << 16)))
+    for fd in open_fds:
         if fd not in keep:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -832,9 +835,21 @@ class Supervisor:
             others=[s.table for s in self.slots if s.table is not None],
         )
         sys.stdout.flush()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with sink threads
-            pid = os.fork()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # fork with sink threads
+                pid = os.fork()
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            release_table(table)
+            slot.backoff = min(RESTART_MAX, max(RESTART_MIN, slot.backoff * 2))
+            log(
+                f"worker {slot.index}: cannot fork ({exc.strerror}); trying again in {slot.backoff:g}s"
+            )
+            assert self.loop is not None
+            slot.restart = self.loop.call_later(slot.backoff, self.spawn, slot)
+            return
         if pid == 0:
             code = 1
             try:
@@ -941,7 +956,9 @@ class Supervisor:
     def gone(self, slot: Slot, status: int) -> None:
         """A worker exited: log what it still held as closed, then start another."""
         self.read_to_end(slot)
-        assert slot.table is not None and self.loop is not None
+        assert self.loop is not None
+        if slot.table is None:
+            return
         reason = "shutdown" if self.stopping else "worker-died"
         closed = self.close_rows(slot, reason)
         base = slot.index * STATS
@@ -1210,20 +1227,27 @@ class Supervisor:
         for slot in self.slots:
             self.spawn(slot)
         admin = await _start_admin(self, start_admin, explicit, live=self.live)
-        timer: list[asyncio.TimerHandle | None] = [None]
+        timers: list[asyncio.TimerHandle | None] = [None, None]
         if notifier is not None and notifier.enabled:
             notifier.send("READY=1", f"STATUS={self.status_text()}")
 
             def status() -> None:
                 notifier.status(self.status_text())
-                timer[0] = loop.call_later(1.0, status)
+                timers[0] = loop.call_later(1.0, status)
+
+            def watchdog() -> None:  # from the loop: a stuck supervisor stops the pings
+                notifier.send("WATCHDOG=1")
+                timers[1] = loop.call_later(notifier.watchdog / 2, watchdog)
 
             status()
+            if notifier.watchdog:
+                watchdog()
         try:
             await stop.wait()
         finally:
-            if timer[0] is not None:
-                timer[0].cancel()
+            for timer in timers:
+                if timer is not None:
+                    timer.cancel()
             if notifier is not None:
                 notifier.send("STOPPING=1", f"STATUS=stopping, releasing {self.held()} clients")
             await self.shutdown()
