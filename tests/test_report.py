@@ -252,3 +252,17 @@ def test_a_schema_1_file_reads_as_one_unnamed_host_and_migrates(tmp_path):
     assert conn.execute("SELECT host, port FROM sessions").fetchall() == [("", 1)]
     _, out, _ = run("--db", str(path))
     assert "(unnamed)" in out
+
+
+def test_the_history_named_by_a_config_file(db, tmp_path):
+    cfg = tmp_path / "tarry.toml"
+    cfg.write_text(
+        f'[history]\npath = "{db}"\n[[tarpit]]\nprotocol = "ssh"\nlisten = ["127.0.0.1:0"]\n'
+    )
+    code, out, err = run("-c", str(cfg), "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["summary"]["sessions"] == 6
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[history]\nretention_days = 'x'\n")
+    code, out, err = run("-c", str(bad))
+    assert code == 2 and err.count("\n") == 1 and "retention_days" in err

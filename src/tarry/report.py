@@ -86,6 +86,12 @@ def parser() -> argparse.ArgumentParser:
         "--db",
         help=f"the history: a SQLite file or a postgresql:// URL (default: {default_path()})",
     )
+    p.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="take the history from this tarry.toml's [history] url or path (when --db is not given)",
+    )
     p.add_argument("--since", help="start of the range: 2026-11-01[T10:00] (UTC) or 7d, 24h, 30m")
     p.add_argument("--until", help="end of the range (exclusive), same forms; default: now")
     p.add_argument(
@@ -465,6 +471,19 @@ def write_csv(data: dict[str, Any], out: TextIO) -> None:
         wr.writerow(["activity", "", key, r["sessions"], r["seconds"]])
 
 
+def history_of(config: str | None) -> str:
+    """The history a config file writes to ("" for the default)."""
+    if not config:
+        return ""
+    from .config import ConfigError, load
+
+    try:
+        history = load(config).sections.get("history", {})
+    except ConfigError as exc:
+        raise ReportError(str(exc)) from None
+    return str(history.get("url") or history.get("path") or "")
+
+
 def report_main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
     """The ``report`` subcommand; returns the exit status (2 for bad input)."""
     out = out or sys.stdout
@@ -492,7 +511,7 @@ def report_main(argv: list[str], out: TextIO | None = None, err: TextIO | None =
             raise ReportError("--top must be at least 1")
         protos = [p.strip() for item in args.proto for p in item.split(",") if p.strip()]
         hosts = [h.strip() for item in args.host for h in item.split(",") if h.strip()]
-        db = open_db(args.db if args.db else default_path())
+        db = open_db(args.db or history_of(args.config) or str(default_path()))
         try:
             data = collect(db, since, until, protos, args.top, args.by, hosts)
         except db.errors as exc:
