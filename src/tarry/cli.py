@@ -266,27 +266,6 @@ def serve(path: str | None) -> int:
     return 0
 
 
-def live_totals(engine: Engine) -> Callable[[], dict[tuple[str, str], tuple[int, float, int]]]:
-    """Clients held now per (proto, listener), with their seconds and bytes so far:
-    lets the time and byte counters of /metrics move while clients are held."""
-
-    def live() -> dict[tuple[str, str], tuple[int, float, int]]:
-        now = engine.loop.time()
-        out: dict[tuple[str, str], list[float]] = {}
-        for fd in engine.clients():
-            listener = engine.listeners[engine.lst[fd]]
-            if listener is None:
-                continue
-            key = (listener.tarpit.spec.protocol, listener.address)
-            acc = out.setdefault(key, [0, 0.0, 0])
-            acc[0] += 1
-            acc[1] += now - engine.t0[fd]
-            acc[2] += engine.counters(fd)[0]
-        return {k: (int(v[0]), v[1], int(v[2])) for k, v in out.items()}
-
-    return live
-
-
 async def _start_admin(
     engine: Any,
     start: Callable[..., Any] | None,
@@ -301,7 +280,7 @@ async def _start_admin(
     from .admin import AdminError
 
     try:
-        admin = await start(engine.snapshot, engine.held_by_protocol, live or live_totals(engine))
+        admin = await start(engine.snapshot, engine.held_by_protocol, live or engine.live_totals)
     except AdminError as exc:
         if explicit:
             fail(str(exc))

@@ -1181,6 +1181,21 @@ class Engine:
             )
         return out
 
+    def live_totals(self) -> dict[tuple[str, str], tuple[int, float, int]]:
+        """Clients held now per (proto, listener), with their seconds and bytes sent
+        so far: lets /metrics' time and byte counters move while clients are held."""
+        now = self.loop.time()
+        out: dict[tuple[str, str], list[float]] = {}
+        for fd in self.clients():
+            listener = self.listeners[self.lst[fd]]
+            if listener is None:
+                continue
+            acc = out.setdefault((listener.tarpit.spec.protocol, listener.address), [0, 0.0, 0])
+            acc[0] += 1
+            acc[1] += now - self.t0[fd]
+            acc[2] += self.counters(fd)[0]
+        return {k: (int(v[0]), v[1], int(v[2])) for k, v in out.items()}
+
     def held_by_protocol(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for tarpit in self.tarpits:
