@@ -16,7 +16,6 @@ import argparse
 import os
 import re
 import resource
-import shutil
 import signal
 import socket
 import struct
@@ -25,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from sshhello import capture_openssh_hello
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,39 +39,9 @@ def rss(pid: int) -> int:
 
 def openssh_hello() -> bytes:
     """The identification line and KEXINIT of the installed ssh, or a stand-in."""
-    ssh = shutil.which("ssh")
-    if ssh:
-        with socket.socket() as srv:
-            srv.bind(("127.0.0.1", 0))
-            srv.listen(1)
-            srv.settimeout(10)
-            cmd = [ssh, "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"]
-            cmd += ["-o", "UserKnownHostsFile=/dev/null", "-p", str(srv.getsockname()[1])]
-            proc = subprocess.Popen(
-                [*cmd, "127.0.0.1", "true"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                conn, _ = srv.accept()
-                with conn:
-                    conn.settimeout(10)
-                    conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u1\r\n")
-                    buf = b""
-                    while True:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        buf += chunk
-                        nl = buf.find(b"\n")
-                        if nl >= 0 and len(buf) >= nl + 5:
-                            need = nl + 5 + struct.unpack(">I", buf[nl + 1 : nl + 5])[0]
-                            if len(buf) >= need:
-                                return buf[:need]
-            finally:
-                proc.kill()
-                proc.wait()
+    hello = capture_openssh_hello()
+    if hello is not None:
+        return hello
     body = bytes([20]) + os.urandom(16)
     for name in ["curve25519-sha256", "ssh-ed25519", *["aes128-ctr"] * 2]:
         body += struct.pack(">I", len(name)) + name.encode()

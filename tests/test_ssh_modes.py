@@ -11,17 +11,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
-import shutil
 import socket
 import struct
-import subprocess
-import time
 import tracemalloc
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sshhello import capture_openssh_hello
 from tarry.bait import STATE_MAX, TarpitSpec
 from tarry.baits import registry
 from tarry.baits.ssh import (
@@ -261,44 +259,16 @@ def hassh_of(lists: list[str]) -> str:
     return hashlib.md5(raw.encode()).hexdigest()
 
 
-def capture_openssh_hello() -> bytes:
+def openssh_hello() -> bytes:
     """The identification line and KEXINIT the installed ssh client sends."""
-    ssh = shutil.which("ssh")
-    if ssh is None:
+    hello = capture_openssh_hello()
+    if hello is None:
         pytest.skip("no ssh client")
-    with socket.socket() as srv:
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(1)
-        srv.settimeout(10)
-        cmd = [ssh, "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"]
-        cmd += ["-o", "UserKnownHostsFile=/dev/null", "-p", str(srv.getsockname()[1])]
-        proc = subprocess.Popen(
-            [*cmd, "127.0.0.1", "true"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            conn, _ = srv.accept()
-            with conn:
-                conn.settimeout(10)
-                conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u1\r\n")
-                buf = b""
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline:
-                    buf += conn.recv(65536)
-                    nl = buf.find(b"\n")
-                    got = len(buf) - nl - 5 if nl >= 0 else -1
-                    if got >= 0 and got >= int.from_bytes(buf[nl + 1 : nl + 5], "big"):
-                        return buf
-            raise AssertionError("no KEXINIT from ssh")
-        finally:
-            proc.kill()
-            proc.wait()
+    return hello
 
 
 def test_hassh_of_a_real_openssh_client_kexinit() -> None:
-    hello = capture_openssh_hello()
+    hello = openssh_hello()
     nl = hello.index(b"\n")
     plen, padlen = struct.unpack(">IB", hello[nl + 1 : nl + 6])
     payload = hello[nl + 6 : nl + 1 + 4 + plen - padlen]
