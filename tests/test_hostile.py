@@ -186,10 +186,22 @@ def test_random_bytes(world: Arena) -> None:
 
 def test_a_100_mb_upload(world: Arena) -> None:
     s = dial(world.http)
+    # Accepted sockets have the smallest receive buffer the kernel allows, so
+    # the upload crawls through a tiny TCP window (≈6 s for 100 MiB here). CI
+    # once saw a single 64 KiB block wait over 10 s (not reproduced, even with
+    # every core busy), so the upload gets a whole-run deadline, and a stall
+    # says whether the engine stalled too (the canary) or only this socket.
+    s.settimeout(60)
+    deadline = time.monotonic() + 180
     s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n")
     block = os.urandom(1 << 16)
-    for _ in range(1600):  # 100 MiB
-        s.sendall(block)
+    for i in range(1600):  # 100 MiB
+        try:
+            s.sendall(block)
+        except TimeoutError:
+            gap = world.canary.max_gap(world.t0, time.monotonic())
+            pytest.fail(f"block {i} waited 60 s; the canary's longest wait: {gap:.1f} s")
+        assert time.monotonic() < deadline, "the upload took over 180 s"
     s.shutdown(socket.SHUT_WR)
     line = world.t.wait_for(r" CLOSE .*proto=http ", timeout=60).string
     assert "received=1048" in line  # 104,857,6xx: every byte was read and counted
