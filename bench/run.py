@@ -53,10 +53,14 @@ def memory(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (all threads)."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of the whole process (all threads), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
 
 
 def fd_count(pid: int) -> int:
@@ -94,6 +98,10 @@ class Tree:
 
     def cpu(self) -> float:
         return sum(cpu_seconds(p) for p in self.pids)
+
+    def cpu_split(self) -> tuple[float, float]:
+        each = [cpu_split(p) for p in self.pids]
+        return sum(u for u, _ in each), sum(s for _, s in each)
 
     def fds(self) -> int:
         return sum(fd_count(p) for p in self.pids)
@@ -385,14 +393,16 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             time.sleep(max(0.0, (t_all or time.monotonic()) + args.settle - time.monotonic()))
             if Tree(pid).pids != tree.pids:
                 raise BenchError(f"{name}: a worker was replaced while accepting")
-            cpu0 = tree.cpu()
+            user0, sys0 = tree.cpu_split()
+            cpu0 = user0 + sys0
             cpu0_sup = cpu_seconds(pid)
             w0 = time.monotonic()
             lines0 = loadgen.status()["lines"]
             res["rss_window_start"], res["pss_window_start"] = tree.memory()
             print(f"[{name}] holding for a {args.window:g} s window", flush=True)
             time.sleep(max(0.0, w0 + args.window - time.monotonic()))
-            cpu1 = tree.cpu()
+            user1, sys1 = tree.cpu_split()
+            cpu1 = user1 + sys1
             cpu1_sup = cpu_seconds(pid)
             w1 = time.monotonic()
             lines1 = loadgen.status()["lines"]
@@ -417,6 +427,8 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
                 window_seconds=window,
                 cpu_seconds=cpu1 - cpu0,
                 cpu_per_60s=(cpu1 - cpu0) * 60 / window,
+                user_per_60s=(user1 - user0) * 60 / window,
+                sys_per_60s=(sys1 - sys0) * 60 / window,
                 lines_nominal=n * window / args.delay,
                 lines_received=lines1 - lines0,
                 rss_end=rss1,
@@ -461,6 +473,7 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
         "PSS B/client",
         "RSS B/client N/2..N",
         "CPU s/60s",
+        "user+sys",
         "µs/line",
         "idle RSS MiB",
     )
@@ -475,6 +488,7 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
                 fmt(r["pss_per_client"], ",.0f"),
                 fmt(r["rss_marginal"], ",.0f"),
                 f"{r['cpu_per_60s']:.2f}",
+                f"{r['user_per_60s']:.2f}+{r['sys_per_60s']:.2f}",
                 f"{r['us_per_line']:.1f}",
                 f"{r['rss_idle'] / 2**20:.1f}",
             )
@@ -496,6 +510,7 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
                 ratio("pss_per_client"),
                 ratio("rss_marginal"),
                 ratio("cpu_per_60s"),
+                "",
                 ratio("us_per_line"),
                 "",
             )
@@ -562,6 +577,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--procs", type=int, default=0, help="loadgen processes (0: as needed)")
     p.add_argument("--rate", type=float, default=50000, help="loadgen connects per second, in all")
     p.add_argument(
+        "--spread",
+        action="store_true",
+        help="pace the connects so the arrivals cover one delay (--rate N/delay): every server "
+        "then sends its lines evenly over time, as with clients that arrive over time, "
+        "instead of in one burst a delay after a burst of connects",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=0,
@@ -602,6 +624,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("-n, --window and --delay must be positive")
     if args.settle is None:
         args.settle = args.delay + 1
+    if args.spread:
+        args.rate = args.n / args.delay
+        args.connect_timeout = max(args.connect_timeout, args.delay * 1.5 + 30)
     return args
 
 

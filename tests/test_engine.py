@@ -143,6 +143,30 @@ def test_serve_lines_carry_extra_fields(serve) -> None:
     assert extra.endswith(r'ssh_id="SSH-2.0-Evil \"quoted\" \\\\ \\x01"'), extra
 
 
+def test_lines_are_never_early_and_late_by_at_most_a_bucket(serve) -> None:
+    """The timer wheel rounds due times up to its bucket (1/40 of the delay),
+    and each next line is due a delay after the tick that sent this one: the
+    mean gap lies between the delay and the delay plus a bucket. The mean over
+    10 lines depends on two receive times only, so a loaded machine's late
+    wake-ups of the reading thread barely move it."""
+    delay = 0.4
+    t = serve(ssh_config(delay))
+    s = connect(t.port())
+    s.settimeout(5)
+    stamps: list[float] = []
+    buf = b""
+    while len(stamps) < 10:
+        chunk = s.recv(4096)
+        assert chunk
+        buf += chunk
+        while b"\r\n" in buf:
+            _, buf = buf.split(b"\r\n", 1)
+            stamps.append(time.monotonic())
+    mean = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    assert delay - 0.003 <= mean <= delay * (1 + 1 / 40) + 0.01, mean
+    s.close()
+
+
 def test_close_is_logged_within_a_second_even_with_a_long_delay(serve) -> None:
     t = serve(ssh_config(delay=10.0))
     s = connect(t.port())
