@@ -51,3 +51,20 @@ def test_bad_mmdb_is_one_clear_error(tmp_path):
     junk.write_bytes(b"\0" * 1000)
     with pytest.raises(GeoError, match="cannot read"):
         mmdb_lookup(str(junk))
+
+
+def test_many_distinct_addresses_cost_the_lookup_no_memory():
+    """A flood from many addresses must not grow the process through the lookup
+    (a cache once held ~110 B per address). The tables load at start-up."""
+    import tracemalloc
+
+    look = make_lookup()
+    assert look is not None
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(20000):
+        look(f"::ffff:{(i >> 16) + 11}.{(i >> 8) & 255}.{i & 255}.{i % 7 + 1}")
+        look(f"2001:db8:{i:x}::1")
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert grown < 64 * 1024, f"grew {grown} bytes over 40,000 distinct addresses"
