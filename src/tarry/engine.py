@@ -12,6 +12,7 @@ asyncio loop holds just one timer for its earliest bucket.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import fcntl
 import heapq
@@ -38,6 +39,8 @@ READ_CHUNK = 1 << 16  # one read; peer input is discarded after the bait has see
 QUANTUM_PARTS = 40  # timer wheel buckets per shortest delay (see Engine._retune)
 QUANTUM_MIN, QUANTUM_MAX = 0.001, 0.25
 READS_PER_EVENT = 4  # bound the work one busy peer can cause per loop turn
+TRIM_AFTER_ACCEPTS = 1024  # a burst this big has its freed heap given back ...
+TRIM_QUIET = 2.0  # ... once accepts have paused for this long (seconds)
 ACCEPT_BATCH = 128  # accepts per wake-up, so a flood cannot starve timers
 EPOLL_BATCH = 1024
 PENDING_MAX = 1 << 16  # unsent bytes kept for a peer that does not read
@@ -295,6 +298,8 @@ class Engine:
         self.bytes_sent = 0
         self._fd_pause: asyncio.TimerHandle | None = None
         self._fd_backoff = 0.0
+        self._burst = 0  # clients accepted since the heap was last given back
+        self._trim_at: asyncio.TimerHandle | None = None
         self.running = False
         self.log: Callable[[str], None] = lambda msg: print(f"tarry: {msg}", file=sys.stderr)
         # limits ([limits] max_clients; per-IP caps live on each Tarpit)
@@ -416,6 +421,7 @@ class Engine:
                 # the raw fd: no socket object to make and detach for each client
                 fd, peer = sock._accept()  # type: ignore[attr-defined]
             except BlockingIOError:
+                self._after_burst()
                 return
             except OSError as exc:
                 if exc.errno in _FD_ERRORS:
@@ -426,6 +432,7 @@ class Engine:
                 self.log(f"accept on {listener.address}: {exc.strerror or exc}")
                 return
             self._fd_backoff = 0.0
+            self._burst += 1
             try:
                 fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)  # a new socket has no other flags
                 self.ep.register(fd, _IN)
@@ -434,6 +441,23 @@ class Engine:
                 os.close(fd)
                 continue
             self._admit(listener, fd, peer)
+
+    def _after_burst(self) -> None:
+        """Once a flood of accepts has been quiet for a while, give the heap it
+        grew into back to the system: glibc keeps freed memory in the middle
+        of the heap otherwise, and a flood's transient events and buffers would
+        stay resident as if every held client cost that much."""
+        if self._burst < TRIM_AFTER_ACCEPTS or MALLOC_TRIM is None:
+            return
+        if self._trim_at is not None:
+            self._trim_at.cancel()
+        self._trim_at = self.loop.call_later(TRIM_QUIET, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_at = None
+        self._burst = 0
+        if MALLOC_TRIM is not None:
+            MALLOC_TRIM(0)
 
     def _out_of_fds(self, exc: OSError) -> None:
         """Stop accepting for a while rather than spin; held clients are kept."""
@@ -1160,9 +1184,10 @@ class Engine:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._fd_pause is not None:
-            self._fd_pause.cancel()
-            self._fd_pause = None
+        for handle in (self._fd_pause, self._trim_at):
+            if handle is not None:
+                handle.cancel()
+        self._fd_pause = self._trim_at = None
         if self.running:
             self.loop.remove_reader(self.ep.fileno())
             self.running = False
@@ -1284,6 +1309,16 @@ def column(fmt: str, rows: int) -> memoryview:
     read a worker's table."""
     size = max(struct.calcsize(fmt) * rows, mmap.PAGESIZE)
     return memoryview(mmap.mmap(-1, size)).cast(fmt)
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+MALLOC_TRIM = _malloc_trim()
 
 
 def raise_fd_limit() -> int:

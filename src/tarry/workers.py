@@ -54,6 +54,7 @@ from typing import Any
 
 from .bait import Bait, TarpitSpec
 from .engine import (
+    MALLOC_TRIM,
     PARK_MAX,
     BindError,
     Engine,
@@ -84,16 +85,6 @@ REPORT_EVERY = 10.0
 TRIM_AFTER = 256 << 10  # bytes queued in a burst, past which the drained heap is given back
 BACKOFF = 0.01  # seconds the supervisor stops reading while its sinks catch up
 FINISH_TIMEOUT = 60.0  # seconds a stopping worker waits for the supervisor to take its events
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-MALLOC_TRIM = _malloc_trim()
 
 
 def _never() -> bool:
