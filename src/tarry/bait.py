@@ -66,6 +66,17 @@ class Bait(Protocol):
         ...
 
 
+def shortest(bait: object, delay: float) -> float:
+    """The shortest wait ``bait`` may ask for: its ``shortest`` attribute, when
+    it has waits shorter than the tarpit's ``delay`` (the engine's timer wheel
+    rounds every wait up by a fortieth of the shortest)."""
+    return min(delay, float(getattr(bait, "shortest", delay)))
+
+
+def positive_min(*values: float) -> float:
+    return min(v for v in values if v > 0)
+
+
 @dataclass(frozen=True)
 class Option:
     """A protocol-specific key of a ``[[tarpit]]`` table.

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import proxy
-from .bait import Bait, Step, TarpitSpec, sanitise
+from .bait import Bait, Step, TarpitSpec, sanitise, shortest
 from .events import ACCEPT, CLOSE, TOTALS, Bus, Event, Notes
 from .limits import IPCounter, v6_key
 
@@ -348,8 +348,9 @@ class Engine:
         return listener
 
     def _retune(self) -> None:
-        """Size the wheel's buckets to 1/40 of the shortest delay (at most 250 ms):
-        lines go out at most 2.5% late, and each wake-up serves many clients.
+        """Size the wheel's buckets to 1/40 of the shortest wait any bait may ask
+        for (at most 250 ms): lines go out at most 2.5% late, and each wake-up
+        serves many clients.
 
         Wake-ups, not lines, are what the kernel charges most for: every batch
         wakes the peers' readers and the scheduler interleaves them with us.
@@ -357,7 +358,7 @@ class Engine:
         --spread): 0.84 s CPU per minute with 100 ms buckets, 0.70 s with 250 ms,
         0.58 s with 1 s. 2.5% stays well inside the margin the HTTP bait keeps
         below a client's read timeout (20%)."""
-        live = [t.spec.delay for t in self.tarpits if not t.retired]
+        live = [shortest(t.bait, t.spec.delay) for t in self.tarpits if not t.retired]
         quantum = min(QUANTUM_MAX, max(QUANTUM_MIN, min(live, default=1.0) / QUANTUM_PARTS))
         if quantum != self.quantum:
             old, self.quantum = self.quantum, quantum

@@ -47,7 +47,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
-from ..bait import Option, Step, TarpitSpec, jittered, sanitise
+from ..bait import Option, Step, TarpitSpec, jittered, positive_min, sanitise
 from ..tls import STATEFUL_TLS, TLS_OPTIONS, check_tls
 
 PROTOCOL = "http"
@@ -859,6 +859,7 @@ class HttpBait:
         self.plans = tuple(Plan.of(c) for c in CLIENTS)
         honour = bool(spec.opt("client_timeouts"))
         self.delay_caps = tuple(p.delay_cap if honour else math.inf for p in self.plans)
+        self.shortest = positive_min(self.delay, self.request_timeout, *self.delay_caps)
         # what each base head costs each client class
         self.head_costs = tuple(tuple(h.cost(p.unit) for p in self.plans) for h in self.heads)
         self._date_at = -1

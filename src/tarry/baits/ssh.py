@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from ..bait import Option, Step, TarpitSpec, jittered
+from ..bait import Option, Step, TarpitSpec, jittered, positive_min
 from ..events import CLOSE, Event
 from ..sshwire import (
     MSG_KEXINIT,
@@ -200,6 +200,7 @@ class BannerBait:
         self.first_delay = self.delay if first < 0 else first
         self.lines = LineSource(int(spec.opt("line_length")))
         self.min_rate = float(spec.options.get("min_rate", 0.0))
+        self.shortest = positive_min(self.delay, self.first_delay)
 
     def open(self, peer: str) -> Step:
         if self.first_delay == 0:
@@ -677,6 +678,10 @@ class SshBait:
         self.kexinit = KexinitTemplate(OPENSSH_92_SERVER)
         self.kexinit_time = float(spec.opt("kexinit_time"))
         self.ident_wait = float(spec.opt("ident_wait"))
+        # adaptive paces a client from what its address did, down to PACE_MIN
+        self.shortest = positive_min(
+            self.delay, self.first_delay, self.kexinit_time, self.ident_wait, PACE_MIN
+        )
         self.pool = DripPool(int(spec.opt("drip_line_length")))
         self.lines = LineSource(int(spec.opt("line_length")))
         self.store = store if store is not None else patience_store()
