@@ -134,9 +134,12 @@ class Arena:
             return t.count(r" ACCEPT ") == t.count(r" CLOSE ")
 
         wait_until(balanced, 30, "as many CLOSE lines as ACCEPT lines")
-        assert t.count(r" CLOSE .*ssh_id=SSH-2\.0-Canary_1\.0") == 1
+        assert t.count(r" CLOSE .*ssh_id=SSH-2\.0-Canary_1\.0") == 1, [
+            line for line in t.lines if "127.0.0.9" in line
+        ]
         assert t.proc.poll() is None
         assert not [e for e in t.err if "Traceback" in e], t.err
+        assert not [e for e in t.err if "dropped" in e], t.err  # no event lost
 
 
 @contextlib.contextmanager

@@ -41,6 +41,7 @@ QUANTUM_MIN, QUANTUM_MAX = 0.001, 0.25
 READS_PER_EVENT = 4  # bound the work one busy peer can cause per loop turn
 TRIM_AFTER_ACCEPTS = 1024  # a burst this big has its freed heap given back ...
 TRIM_QUIET = 2.0  # ... once accepts have paused for this long (seconds)
+SINK_WAIT = 0.02  # seconds accepts pause while a sink's buffer is half full
 ACCEPT_BATCH = 128  # accepts per wake-up, so a flood cannot starve timers
 EPOLL_BATCH = 1024
 PENDING_MAX = 1 << 16  # unsent bytes kept for a peer that does not read
@@ -407,6 +408,11 @@ class Engine:
         sock = listener.sock
         if sock is None:
             return
+        if any(getattr(s, "full", _never)() for s in self.bus.sinks):
+            # a sink is behind (a flood of events): new clients wait in the
+            # kernel backlog rather than have their ACCEPT or CLOSE lines dropped
+            self._hold_accepts(SINK_WAIT)
+            return
         for _ in range(ACCEPT_BATCH):
             if not self._claim(tarpit):
                 # new clients wait in the kernel backlog, as with endlessh
@@ -469,11 +475,14 @@ class Engine:
                 f"accept: {exc.strerror} with {self.held} clients held; "
                 "pausing accepts until descriptors free up"
             )
+        self._hold_accepts(self._fd_backoff)
+
+    def _hold_accepts(self, seconds: float) -> None:
         for listener in self.listeners:
             if listener is not None:
                 self._pause(listener)
         if self._fd_pause is None:
-            self._fd_pause = self.loop.call_later(self._fd_backoff, self._fd_resume)
+            self._fd_pause = self.loop.call_later(seconds, self._fd_resume)
 
     def _fd_resume(self) -> None:
         self._fd_pause = None
@@ -1320,6 +1329,10 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 MALLOC_TRIM = _malloc_trim()
+
+
+def _never() -> bool:
+    return False
 
 
 def raise_fd_limit() -> int:

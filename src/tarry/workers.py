@@ -61,6 +61,7 @@ from .engine import (
     Interner,
     Listener,
     Tarpit,
+    _never,
     _ProxyWait,
     _unpack,
     bind_listener,
@@ -85,10 +86,6 @@ REPORT_EVERY = 10.0
 TRIM_AFTER = 256 << 10  # bytes queued in a burst, past which the drained heap is given back
 BACKOFF = 0.01  # seconds the supervisor stops reading while its sinks catch up
 FINISH_TIMEOUT = 60.0  # seconds a stopping worker waits for the supervisor to take its events
-
-
-def _never() -> bool:
-    return False
 
 
 def log(message: str) -> None:
