@@ -408,7 +408,7 @@ class Engine:
         sock = listener.sock
         if sock is None:
             return
-        if any(getattr(s, "full", _never)() for s in self.bus.sinks):
+        if self.bus.behind():
             # a sink is behind (a flood of events): new clients wait in the
             # kernel backlog rather than have their ACCEPT or CLOSE lines dropped
             self._hold_accepts(SINK_WAIT)
@@ -1329,10 +1329,6 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 MALLOC_TRIM = _malloc_trim()
-
-
-def _never() -> bool:
-    return False
 
 
 def raise_fd_limit() -> int:

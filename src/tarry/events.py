@@ -90,12 +90,20 @@ class Bus:
                 self.errors += 1
                 print(f"tarry: sink {type(sink).__name__} failed: {exc!r}", file=sys.stderr)
 
+    def behind(self) -> bool:
+        """Whether a sink's buffer is half full: producers that can wait should."""
+        return any(getattr(sink, "full", _never)() for sink in self.sinks)
+
     def close(self) -> None:
         for sink in self.sinks:
             try:
                 sink.close()
             except Exception as exc:
                 print(f"tarry: sink {type(sink).__name__} failed: {exc!r}", file=sys.stderr)
+
+
+def _never() -> bool:
+    return False
 
 
 def stamp(t: float) -> str:

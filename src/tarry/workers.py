@@ -61,7 +61,6 @@ from .engine import (
     Interner,
     Listener,
     Tarpit,
-    _never,
     _ProxyWait,
     _unpack,
     bind_listener,
@@ -866,7 +865,7 @@ class Supervisor:
             return
         assert self.loop is not None
         for _ in range(16):
-            if any(getattr(s, "full", _never)() for s in self.bus.sinks):
+            if self.bus.behind():
                 self.loop.remove_reader(sock.fileno())
                 self.loop.call_later(BACKOFF, self._resume_reading, slot, sock)
                 return
