@@ -106,6 +106,14 @@ class Tree:
     def fds(self) -> int:
         return sum(fd_count(p) for p in self.pids)
 
+    def save_smaps(self, where: Path | None, label: str) -> None:
+        """Keep each process's /proc/PID/smaps as WHERE/LABEL-PID (see smapsdiff.py)."""
+        if where is None:
+            return
+        where.mkdir(parents=True, exist_ok=True)
+        for p in self.pids:
+            (where / f"{label}-{p}").write_text(Path(f"/proc/{p}/smaps").read_text())
+
     def each(self) -> list[dict]:
         out = []
         for p in self.pids:
@@ -337,6 +345,7 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             rss0, pss0 = tree.memory()
             res.update(pid=pid, pids=tree.pids, port=port, rss_idle=rss0, pss_idle=pss0)
             res["idle_each"] = tree.each()
+            tree.save_smaps(args.smaps, "idle")
             print(
                 f"[{name}] pid {pid} ({len(tree.pids)} processes) listening on 127.0.0.1:{port},"
                 f" idle RSS {rss0 / 2**20:.1f} MiB; connecting {n} clients",
@@ -415,11 +424,13 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             rss1, pss1 = tree.memory()
             held = tree.fds() - fds0
             res["end_each"] = tree.each()
+            tree.save_smaps(args.smaps, "end")
             if args.trim_end and not args.no_trim:
                 # what stays once freed heap (buffers of the accept burst) goes back
                 trim(tree, log)
                 res["rss_end_trimmed"], res["pss_end_trimmed"] = tree.memory()
                 res["end_each_trimmed"] = tree.each()
+                tree.save_smaps(args.smaps, "trimmed")
                 res["rss_per_client_trimmed"] = (res["rss_end_trimmed"] - rss0) / held
                 print(
                     f"[{name}] after a heap trim at the end: "
@@ -621,6 +632,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " too (what the held clients keep, without the accept burst's freed buffers)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    p.add_argument(
+        "--smaps",
+        metavar="DIR",
+        type=Path,
+        help="save every server process's /proc/PID/smaps at idle and at the end into DIR,"
+        " to see where the memory went: python bench/smapsdiff.py DIR",
+    )
     args = p.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = [s for s in args.servers if s not in SERVERS]

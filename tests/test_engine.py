@@ -366,3 +366,35 @@ def _cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("rows", [1024, (1 << 16) + 1])
+def test_the_wheel_stores_fds_in_the_narrowest_type_that_holds_them(rows: int) -> None:
+    """The wheel's buckets hold 2-byte fds while every fd the table has a row
+    for fits in 16 bits (2 bytes less per held client), 4-byte ones beyond."""
+    import asyncio
+
+    from tarry.baits import registry
+    from tarry.config import parse
+    from tarry.engine import Engine, bind_listener, make_table
+    from tarry.events import Bus
+
+    spec = parse('[[tarpit]]\nprotocol = "ssh"\nlisten = ["127.0.0.1:0"]\ndelay = 0.05\n').tarpits[
+        0
+    ]
+
+    async def main() -> tuple[set[str], list[bytes]]:
+        engine = Engine(Bus(), table=make_table(rows))
+        sock = bind_listener("127.0.0.1:0")
+        engine.add_tarpit(spec, registry()["ssh"].make(spec), [("127.0.0.1:0", sock)])
+        engine.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+        lines = [await asyncio.wait_for(reader.readline(), 5) for _ in range(3)]
+        kinds = {bucket.typecode for bucket in engine._buckets.values()}
+        writer.close()
+        engine.stop()
+        return kinds, lines
+
+    kinds, lines = asyncio.run(main())
+    assert kinds == {"H" if rows <= 1 << 16 else "i"}
+    assert all(line.endswith(b"\r\n") and not line.startswith(b"SSH-") for line in lines)

@@ -176,3 +176,25 @@ def test_a_syslog_socket_that_stops_reading_never_stalls_the_loop(tmp_path):
         assert any("did not finish" in r for r in reports)
     finally:
         server.close()
+
+
+def test_a_producer_can_ask_for_less_backlog_than_the_engine_does():
+    """Bus.behind(most): the engine lets a sink gather 2,048 events before its
+    accepts wait; the workers' supervisor asks for fewer, since its events can
+    wait in the workers as compact frames."""
+    from tarry.events import Bus
+
+    class Stuck(LineSink):
+        def write(self, batch):  # never called: the writer thread is not started
+            raise AssertionError
+
+    sink = Stuck(os.devnull, "json", capacity=10000)
+    bus = Bus([sink])
+    for i in range(300):
+        bus.emit(accept(i))
+    assert bus.behind(256)
+    assert not bus.behind()
+    for i in range(2048 - 300):
+        bus.emit(accept(i))
+    assert bus.behind()
+    assert sink.dropped == 0

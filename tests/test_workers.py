@@ -433,3 +433,49 @@ def test_a_socket_systemd_passes_is_one_queue_for_every_worker(tmp_path) -> None
     assert t.count(" CLOSE .*reason=shutdown") == 7
     for s in [first, *more]:
         s.close()
+
+
+def test_a_lagging_supervisor_makes_the_worker_hold_new_clients_back(monkeypatch) -> None:
+    """Frames waiting for the supervisor make the worker's bus report itself
+    behind (its engine then leaves new clients in the kernel's backlog), and
+    not so once they are read; nothing is dropped on the way."""
+    import tarry.workers as w
+    from tarry.events import Bus
+
+    monkeypatch.setattr(w, "CHANNEL_BEHIND", 1 << 15)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    got = 0
+
+    def read() -> None:
+        nonlocal got
+        while True:
+            try:
+                frame = pickle.loads(ours.recv(1 << 20))
+            except BlockingIOError:
+                return
+            got += sum(type(x) is Event for x in frame)
+
+    async def main() -> tuple[int, bool, bool]:
+        ch = Channel(theirs, asyncio.get_running_loop())
+        bus = Bus([ch])
+        sent = 0
+        while not bus.behind() and sent < 100000:  # nobody reads
+            bus.emit(Event("accept", time.time(), "ssh", "l", "127.0.0.1", sent, 7))
+            sent += 1
+            if sent % 64 == 0:
+                await asyncio.sleep(0)
+        lagging = bus.behind()
+        deadline = time.monotonic() + 10
+        while (ch.queue or ch.batch) and time.monotonic() < deadline:  # it reads again
+            read()
+            await asyncio.sleep(0.001)
+        read()
+        assert ch.dropped == 0
+        return sent, lagging, bus.behind()
+
+    sent, lagging, still = asyncio.run(main())
+    assert lagging and not still
+    assert got == sent
+    ours.close()
+    theirs.close()

@@ -19,6 +19,7 @@ import heapq
 import math
 import mmap
 import os
+import random
 import resource
 import select
 import socket
@@ -269,6 +270,8 @@ class Engine:
         if table is None:
             table = make_table(table_rows(raise_fd_limit()))
         self.cap = min(len(table[name]) for name, _ in TABLE)
+        # the wheel's buckets hold fds: 2 bytes each while every fd fits
+        self._fd_type = "H" if self.cap <= 1 << 16 else "i"
         self.top = 0  # one past the highest fd used so far
         self.lst = table["lst"]
         self.t0 = table["t0"]
@@ -316,6 +319,7 @@ class Engine:
     def start(self) -> None:
         self.loop.add_reader(self.ep.fileno(), self._on_epoll)
         self.running = True
+        _warm_code(self.ep.fileno())
         for listener in self.listeners:
             if listener is not None and listener.sock is not None:
                 self._resume(listener)
@@ -862,7 +866,7 @@ class Engine:
         self.due[fd] = key & KEY_MASK
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = array("i")
+            bucket = self._buckets[key] = array(self._fd_type)
             heapq.heappush(self._keys, key)
             if self._timer is None or key < self._timer_key:
                 self._arm(key)
@@ -1269,6 +1273,21 @@ _Closing = _ClosingMarker()
 
 class _ProxyWait(bytearray):
     """The obj of a client whose PROXY header is still coming: the bytes so far."""
+
+
+def _warm_code(fd: int) -> None:
+    """Run once the library code every client needs (address parsing and its
+    locale tables, math, fcntl, heapq, random). A forked worker maps a shared
+    library's pages only when it first runs them, 60 to 120 kB in all: its
+    first client should not look as if it cost that much."""
+    _pack("192.0.2.1")
+    _pack("2001:db8::1")
+    _pack("::ffff:192.0.2.1")
+    keys = [math.ceil(0.5), math.floor(0.5)]
+    heapq.heappush(keys, 0)
+    heapq.heappop(keys)
+    fcntl.fcntl(fd, fcntl.F_GETFL)
+    random.random()
 
 
 def _pack(host: str) -> tuple[int, bytes | None]:

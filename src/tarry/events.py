@@ -90,9 +90,12 @@ class Bus:
                 self.errors += 1
                 print(f"tarry: sink {type(sink).__name__} failed: {exc!r}", file=sys.stderr)
 
-    def behind(self) -> bool:
-        """Whether a sink's buffer is half full: producers that can wait should."""
-        return any(getattr(sink, "full", _never)() for sink in self.sinks)
+    def behind(self, most: int = 2048) -> bool:
+        """Whether a sink holds ``most`` events (or half its buffer): producers
+        that can wait should. An engine accepting a burst lets a sink buffer
+        2,048 events first; the workers' supervisor, whose events can wait in
+        the workers as compact frames, fewer."""
+        return any(getattr(sink, "full", _never)(most) for sink in self.sinks)
 
     def close(self) -> None:
         for sink in self.sinks:
@@ -102,7 +105,7 @@ class Bus:
                 print(f"tarry: sink {type(sink).__name__} failed: {exc!r}", file=sys.stderr)
 
 
-def _never() -> bool:
+def _never(most: int) -> bool:
     return False
 
 

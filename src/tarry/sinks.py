@@ -100,8 +100,9 @@ class ThreadedSink:
 
     def full(self, most: int = 2048) -> bool:
         """Whether the buffer holds ``most`` events or half its capacity: a
-        producer that can wait (the workers' supervisor) reads more slowly, so
-        a burst waits where it is instead of growing this process's heap."""
+        producer that can wait (an engine's accepts, the workers' supervisor)
+        waits, so a burst waits where it is instead of growing this process's
+        heap."""
         return len(self._buf) >= min(most, self.capacity // 2)
 
     def close(self) -> None:

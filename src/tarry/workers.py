@@ -75,6 +75,8 @@ from .events import CLOSE, TOTALS, Bus, Event, Notes, Sink, stamp
 STRIDE = 256  # shared counts per worker: clients held in all, then one per [[tarpit]]
 MAX_TARPITS = STRIDE - 1
 STATS = 4  # shared figures per worker: connects, seconds closed, bytes sent, table top
+BATCH_MAX = 64  # items per frame, at most: a burst's events leave in small frames,
+# so few of them are alive at once (their memory stays resident after the burst)
 FRAME_MAX = 1 << 16  # bytes of pickled items per frame, as a rule
 MESSAGE_MAX = 1 << 18  # no frame is longer (a longer item is dropped)
 BUFFER_MAX = 16 << 20  # bytes of frames a worker keeps while the supervisor does not read
@@ -83,7 +85,9 @@ STOP_TIMEOUT = 90.0  # seconds the supervisor waits for workers to close their c
 RESTART_MIN, RESTART_MAX = 0.2, 30.0  # back-off for a worker that keeps dying at once
 REPORT_EVERY = 10.0
 TRIM_AFTER = 256 << 10  # bytes queued in a burst, past which the drained heap is given back
-BACKOFF = 0.01  # seconds the supervisor stops reading while its sinks catch up
+BACKOFF, BACKOFF_MAX = 0.002, 0.05  # seconds the supervisor stops reading while ...
+SINK_BEHIND = 256  # ... that is, while one of them holds this many events
+CHANNEL_BEHIND = 1 << 20  # bytes of frames a worker queues before it pauses accepts
 FINISH_TIMEOUT = 60.0  # seconds a stopping worker waits for the supervisor to take its events
 
 
@@ -228,7 +232,7 @@ class Channel:
     """A worker's end of the event channel: batched, and never blocking.
 
     Items (events, and the listener and notes messages the supervisor needs to
-    read the table) are pickled once per loop turn. A frame that cannot be sent
+    read the table) are pickled once per loop turn, or every ``BATCH_MAX``. A frame that cannot be sent
     now waits in a queue of at most ``BUFFER_MAX`` bytes; events past it are
     dropped and counted, and the count goes to the supervisor."""
 
@@ -254,10 +258,20 @@ class Channel:
     def close(self) -> None:
         """Nothing: the worker flushes with ``finish`` after its last event."""
 
+    def full(self, most: int = 0) -> bool:
+        """Whether frames wait for the supervisor: the engine then holds new
+        clients in the kernel's backlog, so a burst that outruns the supervisor
+        waits there rather than in this worker's heap (whose high-water mark,
+        freed or not, would stay resident as holes among the clients' data)."""
+        return self.queued >= CHANNEL_BEHIND
+
     def put(self, item: Any) -> None:
-        self.batch.append(item)
-        if len(self.batch) == 1:
+        batch = self.batch
+        batch.append(item)
+        if len(batch) == 1:
             self.loop.call_soon(self.flush)
+        elif len(batch) >= BATCH_MAX:
+            self.flush()
 
     def log(self, message: str) -> None:
         self.put(("log", message))
@@ -762,6 +776,7 @@ class Slot:
     started: float = 0.0
     backoff: float = 0.0
     restart: asyncio.TimerHandle | None = None
+    pause: float = 0.0  # seconds reading last paused for a sink to catch up
     dropped: int = 0
 
 
@@ -858,17 +873,21 @@ class Supervisor:
 
     def read(self, slot: Slot) -> None:
         """Frames from a worker, a bounded number per call so no worker starves the
-        rest. While a sink's buffer is half full, reading pauses: the events wait
-        in the workers (which never block on it) instead of being dropped here."""
+        rest. While a sink holds ``SINK_BEHIND`` events, reading pauses (2 ms,
+        doubling while it lasts): the events wait in the workers as compact
+        frames, never blocking them, instead of as objects here, where a
+        burst's high-water mark would stay resident, or being dropped."""
         sock = slot.sock
         if sock is None:
             return
         assert self.loop is not None
         for _ in range(16):
-            if self.bus.behind():
+            if self.bus.behind(SINK_BEHIND):
+                slot.pause = min(slot.pause * 2, BACKOFF_MAX) if slot.pause else BACKOFF
                 self.loop.remove_reader(sock.fileno())
-                self.loop.call_later(BACKOFF, self._resume_reading, slot, sock)
+                self.loop.call_later(slot.pause, self._resume_reading, slot, sock)
                 return
+            slot.pause = 0.0
             try:
                 n = sock.recv_into(self._buf)
             except (BlockingIOError, InterruptedError):
