@@ -398,3 +398,36 @@ def test_the_wheel_stores_fds_in_the_narrowest_type_that_holds_them(rows: int) -
     kinds, lines = asyncio.run(main())
     assert kinds == {"H" if rows <= 1 << 16 else "i"}
     assert all(line.endswith(b"\r\n") and not line.startswith(b"SSH-") for line in lines)
+
+
+def test_a_client_held_for_months_keeps_its_exact_accept_time() -> None:
+    """The table keeps accept times in 32-bit milliseconds (49.7 days before
+    they wrap); the sweep keeps the exact time of a client held past 24.8 days
+    aside, so its CLOSE duration stays exact and the age its bait sees never
+    wraps back to a young client's."""
+    import asyncio
+
+    from tarry.engine import Engine, make_table, ms_age
+    from tarry.events import Bus
+
+    loop = asyncio.new_event_loop()
+    try:
+        engine = Engine(Bus(), table=make_table(64), loop=loop)
+        fd, start = 5, 123456.789
+        engine.lst[fd] = 1
+        engine.top = fd + 1
+        engine.t0[fd] = int(start * 1000) & 0xFFFFFFFF
+        for day in range(0, 121, 6):  # the sweep's period: 6 days
+            now = start + day * 86400 + 0.25
+            engine._sweep(now)
+            assert engine.age(fd, now) == pytest.approx(day * 86400 + 0.25, abs=0.002)
+            bait_age = ms_age(engine.t0[fd], now)  # what the timer hands the bait
+            if day * 86400 < (1 << 31) / 1000:
+                assert bait_age == pytest.approx(day * 86400 + 0.25, abs=0.002)
+            else:
+                assert (1 << 31) / 1000 <= bait_age <= 31 * 86400
+        engine.lst[fd] = 0
+        engine._since.clear()
+        engine.ep.close()
+    finally:
+        loop.close()

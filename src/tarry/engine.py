@@ -3,7 +3,7 @@
 Why it looks like this: a tarpit waits 99.999% of the time, so memory per held
 client is what counts. There is no coroutine, Task, Transport or socket object
 per client. A client is a raw non-blocking fd and one row in column arrays
-indexed by fd (36 bytes). One private epoll watches every client for
+indexed by fd (32 bytes). One private epoll watches every client for
 input and hang-ups, and the asyncio loop watches that epoll's single fd. One
 timer wheel (buckets of fds keyed by due time) serves every client, and the
 asyncio loop holds just one timer for its earliest bucket.
@@ -57,6 +57,8 @@ NO_TICK = KEY_MASK  # a wheel key's low 32 bits never come round to this while i
 PARK_MAX = 128  # per tarpit: connections past the per-IP cap held unread ("backlog")
 NOTICE_WINDOW = 10.0  # seconds; repeated notices (refusals, bad PROXY headers) are summed up
 NOTICE_BURST = 5  # notices of one kind logged in full per window
+AGE_REBASE = 1 << 31  # ms (24.8 days): older accept times are rebased by the sweep ...
+SWEEP_EVERY = 6 * 86400.0  # ... which runs this often (seconds), well inside 2**32 ms
 
 
 class BindError(Exception):
@@ -262,7 +264,7 @@ class Engine:
         self.ep = select.epoll()
         self._buf = bytearray(READ_CHUNK)
         self._view = memoryview(self._buf)
-        # The client table: one row per possible fd, 36 bytes a row, in columns
+        # The client table: one row per possible fd, 32 bytes a row, in columns
         # of anonymous memory (see TABLE). Pages become resident only when a row
         # on them is first used, so the table costs what the clients held use,
         # and it never moves or leaves freed holes behind as it fills. A worker
@@ -287,6 +289,8 @@ class Engine:
         self.objs: dict[int, Any] = {}
         self.pending: dict[int, tuple[bytes, float]] = {}
         self._high: dict[int, list[int]] = {}  # fd -> [sent_hi, recv_hi] beyond 2**32
+        self._since: dict[int, float] = {}  # fd -> accept time of clients held > 24.8 days
+        self._sweep_at: asyncio.TimerHandle | None = None
         self._deferred: set[int] = set()  # ticks held back while a write is pending
         self.notes = Interner()
         # the timer wheel
@@ -320,6 +324,7 @@ class Engine:
         self.loop.add_reader(self.ep.fileno(), self._on_epoll)
         self.running = True
         _warm_code(self.ep.fileno())
+        self._sweep_at = self.loop.call_later(SWEEP_EVERY, self._sweep)
         for listener in self.listeners:
             if listener is not None and listener.sock is not None:
                 self._resume(listener)
@@ -553,7 +558,7 @@ class Engine:
         self, listener: Listener, fd: int, ip4: int, ip6: bytes | None, port: int, now: float
     ) -> None:
         self.lst[fd] = listener.index
-        self.t0[fd] = now
+        self.t0[fd] = int(now * 1000.0) & KEY_MASK
         self.due[fd] = NO_TICK
         self.sent[fd] = 0
         self.recv[fd] = 0
@@ -761,7 +766,7 @@ class Engine:
             if type(obj) is _ProxyWait:
                 self._proxy_input(fd, obj, data, now)
             else:
-                args = (self.state[fd], obj, data, now - self.t0[fd])
+                args = (self.state[fd], obj, data, self.age(fd, now))
                 self._run(fd, listener.tarpit.bait.feed, args, now)
             if not self.lst[fd]:
                 return
@@ -769,7 +774,7 @@ class Engine:
                 return
 
     def _feed(self, fd: int, listener: Listener, data: bytes, now: float) -> None:
-        args = (self.state[fd], self.objs.get(fd), data, now - self.t0[fd])
+        args = (self.state[fd], self.objs.get(fd), data, self.age(fd, now))
         self._run(fd, listener.tarpit.bait.feed, args, now)
 
     # ---- the bait's steps -----------------------------------------------------
@@ -897,6 +902,7 @@ class Engine:
         now = self.loop.time()
         q = self.quantum
         limit = math.floor(now / q + 1e-6)  # the loop may wake a hair early
+        now_ms = int(now * 1000.0)
         keys, buckets, heappop, ceil = self._keys, self._buckets, heapq.heappop, math.ceil
         lst, due, t0, state, sent = self.lst, self.due, self.t0, self.state, self.sent
         NO = NO_TICK
@@ -915,7 +921,7 @@ class Engine:
                     continue
                 bait = listeners[lst[fd]].tarpit.bait  # type: ignore[union-attr]
                 try:
-                    step = bait.tick(state[fd], None, now - t0[fd])
+                    step = bait.tick(state[fd], None, ((now_ms - t0[fd]) & 0xFFFFFFFF) * 0.001)
                     state[fd] = step[0]
                 except Exception as exc:
                     self._bait_failed(fd, bait.tick, exc)
@@ -974,7 +980,7 @@ class Engine:
             )
             self._close(fd, "proxy")
             return
-        self._run(fd, listener.tarpit.bait.tick, (self.state[fd], obj, now - self.t0[fd]), now)
+        self._run(fd, listener.tarpit.bait.tick, (self.state[fd], obj, self.age(fd, now)), now)
 
     # ---- close ----------------------------------------------------------------
 
@@ -991,7 +997,7 @@ class Engine:
             self._after_leave(listener)
             return
         now = self.loop.time()
-        duration = now - self.t0[fd]
+        duration = self.age(fd, now)
         sent, received = self.counters(fd)
         note_id = self.note[fd]
         event = Event(
@@ -1033,6 +1039,7 @@ class Engine:
         self.pending.pop(fd, None)
         self._deferred.discard(fd)
         self._high.pop(fd, None)
+        self._since.pop(fd, None)
         self.ip6.pop(fd, None)
         self.held -= 1
         listener.tarpit.held -= 1
@@ -1061,11 +1068,36 @@ class Engine:
         for fd in self.clients():
             self._close(fd, reason)
 
+    # ---- accept times -----------------------------------------------------------
+
+    def age(self, fd: int, now: float) -> float:
+        """Seconds since ``fd`` was accepted. The table keeps the accept time in
+        32-bit milliseconds (4 bytes a client less than a double), which count
+        ages up to 49.7 days; the sweep keeps the exact time of the rare client
+        held longer than 24.8 days aside, and rebases its row, so that the
+        bait's ``age`` for it stays between 24.8 and 31 days and never wraps."""
+        since = self._since.get(fd) if self._since else None
+        if since is not None:
+            return now - since
+        return ms_age(self.t0[fd], now)
+
+    def _sweep(self, now: float | None = None) -> None:
+        if now is None:
+            now = self.loop.time()
+        now_ms = int(now * 1000.0)
+        t0 = self.t0
+        for fd in self.clients():
+            held = (now_ms - t0[fd]) & KEY_MASK
+            if held >= AGE_REBASE:
+                self._since.setdefault(fd, now - held * 0.001)
+                t0[fd] = (now_ms - AGE_REBASE) & KEY_MASK
+        self._sweep_at = self.loop.call_later(SWEEP_EVERY, self._sweep)
+
     # ---- totals, reload, shutdown ---------------------------------------------
 
     def totals(self) -> Event:
         now = self.loop.time()
-        held_seconds = sum(now - self.t0[fd] for fd in self.clients())
+        held_seconds = sum(self.age(fd, now) for fd in self.clients())
         return Event(
             TOTALS,
             time.time(),
@@ -1198,7 +1230,7 @@ class Engine:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for handle in (self._fd_pause, self._trim_at):
+        for handle in (self._fd_pause, self._trim_at, self._sweep_at):
             if handle is not None:
                 handle.cancel()
         self._fd_pause = self._trim_at = None
@@ -1210,7 +1242,7 @@ class Engine:
     def snapshot(self, limit: int = 20) -> list[dict[str, Any]]:
         """The longest-held current clients, as plain data (for the dashboard)."""
         now = self.loop.time()
-        rows = sorted(self.clients(), key=lambda fd: self.t0[fd])[:limit]
+        rows = sorted(self.clients(), key=lambda fd: -self.age(fd, now))[:limit]
         out = []
         for fd in rows:
             listener = self.listeners[self.lst[fd]]
@@ -1222,7 +1254,7 @@ class Engine:
                     "listener": listener.address,
                     "host": self.host(fd),
                     "port": self.port[fd],
-                    "age": now - self.t0[fd],
+                    "age": self.age(fd, now),
                     "sent": sent,
                     "received": received,
                     "notes": dict(self.notes.items[self.note[fd]] or ()),
@@ -1241,7 +1273,7 @@ class Engine:
                 continue
             acc = out.setdefault((listener.tarpit.spec.protocol, listener.address), [0, 0.0, 0])
             acc[0] += 1
-            acc[1] += now - self.t0[fd]
+            acc[1] += self.age(fd, now)
             acc[2] += self.counters(fd)[0]
         return {k: (int(v[0]), v[1], int(v[2])) for k, v in out.items()}
 
@@ -1273,6 +1305,11 @@ _Closing = _ClosingMarker()
 
 class _ProxyWait(bytearray):
     """The obj of a client whose PROXY header is still coming: the bytes so far."""
+
+
+def ms_age(t0: int, now: float) -> float:
+    """Seconds from a table's accept time (32-bit milliseconds) to ``now``."""
+    return ((int(now * 1000.0) - t0) & KEY_MASK) * 0.001
 
 
 def _warm_code(fd: int) -> None:
@@ -1316,7 +1353,7 @@ def table_rows(fd_limit: int) -> int:
 
 TABLE = (
     ("lst", "H"),  # listener index, 0 = no client on this fd
-    ("t0", "d"),  # accept time (loop clock: CLOCK_MONOTONIC)
+    ("t0", "I"),  # accept time: ms of the loop clock (CLOCK_MONOTONIC), mod 2**32; see age()
     ("due", "I"),  # wheel key of the next tick (low 32 bits); NO_TICK = none
     ("sent", "I"),  # bytes sent, low 32 bits (see Engine._high)
     ("recv", "I"),  # bytes received, low 32 bits
@@ -1328,7 +1365,7 @@ TABLE = (
 
 
 def make_table(rows: int) -> dict[str, memoryview]:
-    """The client table's columns, ``rows`` rows each (36 bytes a row)."""
+    """The client table's columns, ``rows`` rows each (32 bytes a row)."""
     return {name: column(fmt, rows) for name, fmt in TABLE}
 
 

@@ -67,6 +67,7 @@ from .engine import (
     column,
     format_address,
     make_table,
+    ms_age,
     raise_fd_limit,
     table_rows,
 )
@@ -1026,7 +1027,7 @@ class Supervisor:
             proto, address, family = slot.listeners.get(index, ("", "", socket.AF_INET))
             raw6 = bytes(ip6[fd * 16 : fd * 16 + 16])
             host = _unpack(table["ip4"][fd], raw6 if any(raw6) else None, family)
-            duration = max(0.0, now - table["t0"][fd])
+            duration = ms_age(table["t0"][fd], now)
             self.retired[1] += duration
             closed += 1
             self.bus.emit(
@@ -1062,11 +1063,12 @@ class Supervisor:
             connects += stats[base]
             seconds += stats[base + 1]
             sent += stats[base + 2]
-            seconds += sum(now - t0 for _, _, t0 in self._rows(slot))
+            seconds += sum(age for _, _, age in self._rows(slot, now))
         return Event(TOTALS, time.time(), connects=int(connects), duration=seconds, sent=int(sent))
 
-    def _rows(self, slot: Slot) -> Iterator[tuple[int, int, float]]:
-        """(fd, listener index, accept time) of each client a live worker holds."""
+    def _rows(self, slot: Slot, now: float) -> Iterator[tuple[int, int, float]]:
+        """(fd, listener index, seconds held) of each client a live worker holds
+        (at most 31 days for the rare client held longer: see Engine.age)."""
         table = slot.table
         if table is None:
             return
@@ -1075,7 +1077,7 @@ class Supervisor:
         for fd in range(min(top, len(lst))):
             index = lst[fd]
             if index and not flag[fd]:
-                yield fd, index, t0[fd]
+                yield fd, index, ms_age(t0[fd], now)
 
     def reload(self) -> None:
         from .cli import _where, make_baits
@@ -1156,13 +1158,17 @@ class Supervisor:
 
     def snapshot(self, limit: int = 20) -> list[dict[str, Any]]:
         now = time.monotonic()
-        rows = heapq.nsmallest(
+        rows = heapq.nlargest(
             limit,
-            ((t0, slot, fd, index) for slot in self.slots for fd, index, t0 in self._rows(slot)),
+            (
+                (age, slot, fd, index)
+                for slot in self.slots
+                for fd, index, age in self._rows(slot, now)
+            ),
             key=lambda r: r[0],
         )
         out = []
-        for t0, slot, fd, index in rows:
+        for age, slot, fd, index in rows:
             table = slot.table
             if table is None:
                 continue
@@ -1174,7 +1180,7 @@ class Supervisor:
                     "listener": address,
                     "host": _unpack(table["ip4"][fd], raw6 if any(raw6) else None, family),
                     "port": table["port"][fd],
-                    "age": now - t0,
+                    "age": age,
                     "sent": table["sent"][fd],
                     "received": table["recv"][fd],
                     "notes": dict(slot.notes.get(table["note"][fd], ())),
@@ -1196,11 +1202,11 @@ class Supervisor:
             if table is None:
                 continue
             sent = table["sent"]
-            for fd, index, t0 in self._rows(slot):
+            for fd, index, age in self._rows(slot, now):
                 proto, address, _ = slot.listeners.get(index, ("", "", 0))
                 row = acc.setdefault((proto, address), [0, 0.0, 0])
                 row[0] += 1
-                row[1] += now - t0
+                row[1] += age
                 row[2] += sent[fd]
         return {k: (int(v[0]), v[1], int(v[2])) for k, v in acc.items()}
 
