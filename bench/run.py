@@ -462,6 +462,13 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             res["rss_marginal"] = (rss1 - half[1]) / (held - half[0]) if marginal else None
             res["pss_marginal"] = (pss1 - half[2]) / (held - half[0]) if marginal else None
             res["us_per_line"] = (cpu1 - cpu0) / res["lines_nominal"] * 1e6
+            if name == "tarry":
+                # tarry logs a CLOSE line for every client it let go, and why
+                closes = re.findall(r"CLOSE .*", log.read_text(errors="replace"))
+                res["server_closes"] = closes[:20]
+                if closes:
+                    print(f"[{name}] {len(closes)} clients closed before the end:", flush=True)
+                    print("\n".join(closes[:5]), flush=True)
             loadgen.proc.send_signal(signal.SIGTERM)
             final = loadgen.expect("final", 60)
             res["loadgen_open_end"] = final["open"]
