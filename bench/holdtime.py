@@ -33,6 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 MODES = ("banner", "drip", "kex", "adaptive")
 CLIENTS = ("ssh", "ssh-ct10", "paramiko", "asyncssh", "dbclient", "plink")
 
+# The Python clients as scripts (python -c SCRIPT PORT): each prints, when it gives
+# up, "SECONDS ExceptionName: message", timed by itself after its imports.
+# tests/test_ssh_clients.py runs these same scripts.
 PARAMIKO = """
 import sys, time, paramiko
 t = time.monotonic()
@@ -42,18 +45,20 @@ try:
     c.connect("127.0.0.1", port=int(sys.argv[1]), username="root", password="x",
               look_for_keys=False, allow_agent=False)
 except Exception as e:
-    print(f"{time.monotonic() - t:.1f}s {type(e).__name__}: {e}", flush=True)
+    print(f"{time.monotonic() - t:.2f} {type(e).__name__}: {e}", flush=True)
 """
 
+# an optional second argument shortens asyncssh's login_timeout (120 s by default)
 ASYNCSSH = """
 import asyncio, sys, time, asyncssh
 async def main():
     t = time.monotonic()
     try:
         await asyncssh.connect("127.0.0.1", port=int(sys.argv[1]), username="root",
-                               password="x", known_hosts=None)
+                               password="x", known_hosts=None,
+                               login_timeout=float(sys.argv[2]) if sys.argv[2:] else 120)
     except Exception as e:
-        print(f"{time.monotonic() - t:.1f}s {type(e).__name__}: {e}", flush=True)
+        print(f"{time.monotonic() - t:.2f} {type(e).__name__}: {e}", flush=True)
 asyncio.run(main())
 """
 

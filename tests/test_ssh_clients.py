@@ -9,16 +9,24 @@ line of a cell is known, and all cells run at once to keep the test short.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from support import Tarry, need, need_module, ssh_argv, start_tarry, wait_until
+
+HOLDTIME = Path(__file__).resolve().parents[1] / "bench" / "holdtime.py"
+_spec = importlib.util.spec_from_file_location("holdtime", HOLDTIME)
+assert _spec is not None and _spec.loader is not None
+BENCH_HOLDTIME = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(BENCH_HOLDTIME)
 
 pytestmark = pytest.mark.realclient
 
@@ -28,30 +36,7 @@ CHECK = 3.0  # >= 20 delays, and past ssh -o ConnectTimeout=2
 LONG_CHECK = 17.0  # past paramiko's 15 s handshake timer
 ASYNCSSH_LOGIN = 2.5  # asyncssh's login_timeout, shortened from its 120 s default
 
-PARAMIKO = """
-import sys, time, paramiko
-t = time.monotonic()
-try:
-    c = paramiko.SSHClient()
-    c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-    c.connect("127.0.0.1", port=int(sys.argv[1]), username="root", password="x",
-              look_for_keys=False, allow_agent=False)
-except Exception as e:
-    print(f"{time.monotonic() - t:.2f} {type(e).__name__}: {e}", flush=True)
-"""
-
-ASYNCSSH = """
-import asyncio, sys, time, asyncssh
-async def main():
-    t = time.monotonic()
-    try:
-        await asyncssh.connect("127.0.0.1", port=int(sys.argv[1]), username="root",
-                               password="x", known_hosts=None,
-                               login_timeout=float(sys.argv[2]))
-    except Exception as e:
-        print(f"{time.monotonic() - t:.2f} {type(e).__name__}: {e}", flush=True)
-asyncio.run(main())
-"""
+PARAMIKO, ASYNCSSH = BENCH_HOLDTIME.PARAMIKO, BENCH_HOLDTIME.ASYNCSSH  # the same scripts
 
 
 def command(client: str, port: int) -> list[str]:

@@ -88,7 +88,7 @@ REPORT_EVERY = 10.0
 TRIM_AFTER = 256 << 10  # bytes queued in a burst, past which the drained heap is given back
 BACKOFF, BACKOFF_MAX = 0.002, 0.05  # seconds the supervisor stops reading while ...
 SINK_BEHIND = 256  # ... that is, while one of them holds this many events
-CHANNEL_BEHIND = 1 << 20  # bytes of frames a worker queues before it pauses accepts
+CHANNEL_BEHIND = BUFFER_MAX // 2  # bytes of frames queued, past which accepts pause
 FINISH_TIMEOUT = 60.0  # seconds a stopping worker waits for the supervisor to take its events
 
 
@@ -260,10 +260,11 @@ class Channel:
         """Nothing: the worker flushes with ``finish`` after its last event."""
 
     def full(self, most: int = 0) -> bool:
-        """Whether frames wait for the supervisor: the engine then holds new
-        clients in the kernel's backlog, so a burst that outruns the supervisor
-        waits there rather than in this worker's heap (whose high-water mark,
-        freed or not, would stay resident as holes among the clients' data)."""
+        """Whether half the queue is taken: the engine then leaves new clients
+        in the kernel's backlog until the supervisor catches up, so a burst that
+        outruns it never makes the queue drop events. Not sooner: on a machine
+        whose cores are all busy, the supervisor may fall seconds behind, and
+        clients held back that long start to give up (SYN retries)."""
         return self.queued >= CHANNEL_BEHIND
 
     def put(self, item: Any) -> None:
