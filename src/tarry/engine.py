@@ -1092,8 +1092,9 @@ class Engine:
         """Seconds since ``fd`` was accepted. The table keeps the accept time in
         32-bit milliseconds (4 bytes a client less than a double), which count
         ages up to 49.7 days; the sweep keeps the exact time of the rare client
-        held longer than 24.8 days aside, and rebases its row, so that the
-        bait's ``age`` for it stays between 24.8 and 31 days and never wraps."""
+        held longer than 24.8 days aside, and rebases its row, so this stays
+        exact and the age the timer hands a bait (from the row alone) stays at
+        24.8 to 31 days for such a client, never wrapping back to a young one's."""
         since = self._since.get(fd) if self._since else None
         if since is not None:
             return now - since
