@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,19 @@ SSH_OPTS = [
 def ssh_argv(port: int, *options: str, host: str = "127.0.0.1") -> list[str]:
     """An ``ssh`` command line that tries to log in to a tarpit on ``port``."""
     return [need("ssh"), "-p", str(port), *SSH_OPTS, *options, host, "true"]
+
+
+def grab_banner(port: int, source: str) -> None:
+    """A banner grabber from ``source``: read the server's version string, then leave."""
+    with socket.socket() as s:
+        s.bind((source, 0))
+        s.settimeout(10)
+        s.connect(("127.0.0.1", port))
+        got = b""
+        while b"SSH-2.0-" not in got:
+            chunk = s.recv(4096)
+            assert chunk, "closed before a version string"
+            got += chunk
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from pg_support import PgServer, need_pg
-from support import Tarry, start_tarry, wait_until
+from support import Tarry, grab_banner, start_tarry, wait_until
 
 CLOSE_PORT = re.compile(r"CLOSE host=\S+ port=(\d+) ")
 
@@ -186,19 +186,6 @@ def test_database_restart_under_load_loses_no_event(pg: PgServer, db: tuple[str,
     assert dupes == 0
 
 
-def grab(port: int, source: str) -> None:
-    """A banner grabber: read the server's version string, then leave."""
-    with socket.socket() as s:
-        s.bind((source, 0))
-        s.settimeout(10)
-        s.connect(("127.0.0.1", port))
-        got = b""
-        while b"SSH-2.0-" not in got:
-            chunk = s.recv(4096)
-            assert chunk, "closed before a version string"
-            got += chunk
-
-
 def visit(t: Tarry, port: int, source: str, stay: float = 0.8) -> dict[str, str]:
     """Connect from ``source``, stay a while without a word; the CLOSE line's fields."""
     with socket.socket() as s:
@@ -224,7 +211,7 @@ def test_what_one_host_learns_paces_that_address_on_another(
         # a silent client new to both hosts is answered with a version (kex)
         assert visit(beta, pb, "127.0.0.3")["mode"] == "kex"
         # 127.0.0.2 grabs alpha's banner and leaves: alpha learns it is a grabber
-        grab(pa, "127.0.0.2")
+        grab_banner(pa, "127.0.0.2")
         alpha.wait_for(r"CLOSE host=127\.0\.0\.2 .*mode=kex", 10)
         wait_until(
             lambda: any("sessions of other hosts" in e for e in beta.err),
@@ -298,29 +285,28 @@ def test_a_row_the_server_refuses_costs_only_that_row(pg: PgServer) -> None:
     assert any("out of range" in s for s in said), said
 
 
-def test_bad_url_and_missing_password_are_config_errors(tmp_path) -> None:
-    cfg = tmp_path / "t.toml"
-    cfg.write_text(
-        '[history]\nurl = "mysql://x"\n[[tarpit]]\nprotocol = "ssh"\nlisten = ["127.0.0.1:0"]\n'
-    )
-    out = subprocess.run(
+def check_config(cfg) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "tarry", "check-config", str(cfg)],
         capture_output=True,
         text=True,
         timeout=30,
     )
+
+
+def test_bad_url_and_missing_password_are_config_errors(tmp_path) -> None:
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(
+        '[history]\nurl = "mysql://x"\n[[tarpit]]\nprotocol = "ssh"\nlisten = ["127.0.0.1:0"]\n'
+    )
+    out = check_config(cfg)
     assert out.returncode != 0
     assert "history.url" in out.stderr and "postgresql://" in out.stderr
     cfg.write_text(
         '[history]\nurl = "postgresql://h/db"\npath = "/tmp/x.sqlite3"\n'
         '[[tarpit]]\nprotocol = "ssh"\nlisten = ["127.0.0.1:0"]\n'
     )
-    out = subprocess.run(
-        [sys.executable, "-m", "tarry", "check-config", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    out = check_config(cfg)
     assert out.returncode != 0 and "not both" in out.stderr
 
 

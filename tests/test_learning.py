@@ -8,7 +8,7 @@ import signal
 import socket
 import time
 
-from support import Tarry, start_tarry, wait_until
+from support import Tarry, grab_banner, start_tarry, wait_until
 from tarry.baits.ssh import DRIP, KEX, PatienceStore
 from tarry.events import CLOSE, Event
 
@@ -83,18 +83,6 @@ ident_wait = 0.3
 """
 
 
-def grab_and_leave(port: int, source: str) -> None:
-    with socket.socket() as s:
-        s.bind((source, 0))
-        s.settimeout(10)
-        s.connect(("127.0.0.1", port))
-        got = b""
-        while b"SSH-2.0-" not in got:
-            chunk = s.recv(4096)
-            assert chunk
-            got += chunk
-
-
 def mode_of_visit(t: Tarry, port: int, source: str) -> str:
     with socket.socket() as s:
         s.bind((source, 0))
@@ -110,7 +98,7 @@ def run_twice(config: str) -> tuple[str, str, list[str]]:
     what the second run said on stderr."""
     first = start_tarry(config)
     try:
-        grab_and_leave(first.port(), "127.0.0.5")
+        grab_banner(first.port(), "127.0.0.5")
         m = first.wait_for(r"CLOSE host=127\.0\.0\.5 .*mode=(\w+)", 10)
     finally:
         assert first.stop() == 0
@@ -141,7 +129,7 @@ def test_a_reload_that_turns_adaptive_on_seeds_from_the_history(tmp_path) -> Non
     history = f'[history]\npath = "{tmp_path / "h.sqlite3"}"\nflush_interval = 0.2'
     first = start_tarry(adaptive(history))
     try:
-        grab_and_leave(first.port(), "127.0.0.6")
+        grab_banner(first.port(), "127.0.0.6")
         first.wait_for(r"CLOSE host=127\.0\.0\.6 .*mode=kex", 10)
     finally:
         assert first.stop() == 0

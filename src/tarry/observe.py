@@ -282,28 +282,21 @@ def assemble(
         from .history import HistoryError, HistoryStore, default_path
 
         try:
+            store: Any = HistoryStore
+            where: Any = hist["path"] or default_path()
             if hist["url"]:
                 from .pghistory import PgHistoryStore
 
-                history = PgHistoryStore(
-                    hist["url"],
-                    host=hist["host"],
-                    retention_days=hist["retention_days"],
-                    capacity=hist["buffer"],
-                    batch=hist["batch"],
-                    interval=hist["flush_interval"],
-                    report=report,
-                )
-            else:
-                history = HistoryStore(
-                    hist["path"] or default_path(),
-                    host=hist["host"],
-                    retention_days=hist["retention_days"],
-                    capacity=hist["buffer"],
-                    batch=hist["batch"],
-                    interval=hist["flush_interval"],
-                    report=report,
-                )
+                store, where = PgHistoryStore, hist["url"]
+            history = store(
+                where,
+                host=hist["host"],
+                retention_days=hist["retention_days"],
+                capacity=hist["buffer"],
+                batch=hist["batch"],
+                interval=hist["flush_interval"],
+                report=report,
+            )
         except HistoryError as exc:
             raise ObserveError(str(exc)) from exc
         history.start()
