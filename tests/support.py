@@ -113,8 +113,11 @@ class Tarry:
         env: dict[str, str] | None = None,
         nofile: int | None = None,
         prefix: list[str] | None = None,
+        read_stdout: bool = True,
     ) -> None:
-        """``prefix`` runs tarry under another program (e.g. systemd-socket-activate)."""
+        """``prefix`` runs tarry under another program (e.g. systemd-socket-activate);
+        without ``read_stdout``, its stdout is a pipe that nobody reads (until
+        ``drain_stdout``): a log reader that stopped."""
         self.lines: list[str] = []
         self.err: list[str] = []
         self._lock = threading.Lock()
@@ -126,10 +129,15 @@ class Tarry:
             env={**os.environ, **(env or {})},
             preexec_fn=None if nofile is None else lambda: _limit_fds(nofile),
         )
+        if read_stdout:
+            self.drain_stdout()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self.err), daemon=True).start()
+
+    def drain_stdout(self) -> None:
+        """Read tarry's stdout from now on, into ``lines``."""
         threading.Thread(
             target=self._pump, args=(self.proc.stdout, self.lines), daemon=True
         ).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.err), daemon=True).start()
 
     def _pump(self, stream: Any, into: list[str]) -> None:
         for line in stream:

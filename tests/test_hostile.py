@@ -369,3 +369,133 @@ def test_malformed_proxy_headers(world: Arena) -> None:
     assert world.t.count(r" ACCEPT host=127\.0\.7\.") == 0
     assert any("PROXY" in e for e in world.t.err)
     world.check(rss_bound_kb=1 * MiB, leftovers=[*socks, good])
+
+
+# ---- hardening, round two ---------------------------------------------------------------
+
+STUCK_CONFIG = """
+[[tarpit]]
+protocol = "ssh"
+listen = ["127.0.0.1:{port}"]
+delay = 0.5
+first_delay = 0
+max_clients = 30000
+
+[history]
+enabled = false
+{log}
+"""
+
+
+def _connect_close_storm(port: int, n: int) -> None:
+    """``n`` clients that connect and leave at once: two events each (ACCEPT, CLOSE)."""
+    for i in range(n):
+        s = socket.socket()
+        s.bind((f"127.0.5.{1 + i % 200}", 0))
+        s.settimeout(2)
+        try:
+            s.connect(("127.0.0.1", port))
+        except OSError:
+            pass
+        finally:
+            rst(s)
+
+
+def _served(port: int, n: int, timeout: float) -> int:
+    """How many of ``n`` new clients get their first line within ``timeout`` s."""
+    socks = []
+    for i in range(n):
+        s = socket.socket()
+        s.bind((f"127.0.6.{i + 1}", 0))
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        socks.append(s)
+    served: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(served) < n and time.monotonic() < deadline:
+        for i, s in enumerate(socks):
+            if i in served:
+                continue
+            try:
+                if s.recv(256):
+                    served.add(i)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                pass
+        time.sleep(0.02)
+    for s in socks:
+        s.close()
+    return len(served)
+
+
+def _stuck_sink_case(t: Tarry, port: int, sink: str, storm: int = 3000) -> None:
+    """A flood of events into a sink that never drains: accepts go on after a
+    bounded pause, the sink's drops are said once with its name."""
+    wait_until(lambda: _served(port, 1, 1.0) == 1, 10, "the tarpit to answer")
+    _connect_close_storm(port, storm)  # 2 events each: past the 2,048 mark and the buffer
+    got = _served(port, 20, 20.0)
+    assert got == 20, f"only {got} of 20 new clients were served while the {sink} sink was stuck"
+    wait_until(
+        lambda: any(f"{sink} sink is stuck" in line for line in t.err),
+        10,
+        f"tarry to say that its {sink} sink is stuck",
+    )
+    wait_until(
+        lambda: any(f"{sink} sink is not keeping up: dropped" in line for line in t.err),
+        10,
+        f"tarry to count the {sink} sink's drops",
+    )
+    assert sum(f"{sink} sink is stuck" in line for line in t.err) == 1
+
+
+def test_a_log_reader_that_never_reads_does_not_stop_accepts() -> None:
+    """``tarry serve | reader-that-stopped``: the stdout pipe fills, then the sink's buffer."""
+    from support import free_port, start_tarry
+
+    port = free_port()
+    log = "[log]\nbuffer = 4096"  # so that 6,000 events overflow it
+    t = start_tarry(STUCK_CONFIG.format(port=port, log=log), read_stdout=False)
+    try:
+        _stuck_sink_case(t, port, "stdout")
+        t.drain_stdout()  # the reader comes back
+        wait_until(
+            lambda: any("stdout sink recovered after" in line for line in t.err),
+            20,
+            "tarry to say that its stdout sink recovered",
+        )
+        _connect_close_storm(port, 50)  # events flow again, and reach the reader
+        wait_until(lambda: t.count(r" CLOSE host=127\.0\.5\.") >= 50, 20, "new CLOSE lines")
+    finally:
+        t.stop()
+
+
+def test_a_tcp_syslog_peer_that_never_reads_does_not_stop_accepts() -> None:
+    """A syslog server that accepts the TCP connection and never reads from it."""
+    from support import free_port, start_tarry
+
+    peer = socket.socket()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    peer.bind(("127.0.0.1", 0))
+    peer.listen(8)
+    log = f"""
+[log]
+level = "none"
+buffer = 4096
+syslog = true
+syslog_tcp = true
+syslog_format = "json"
+syslog_address = "127.0.0.1:{peer.getsockname()[1]}"
+"""
+    port = free_port()
+    t = start_tarry(STUCK_CONFIG.format(port=port, log=log))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(peer.accept()[0]), daemon=True).start()
+    try:
+        # ~350 B an event: 20,000 of them fill the kernel's 4 MiB send buffer too
+        _stuck_sink_case(t, port, "syslog", storm=10000)
+    finally:
+        t.stop()
+        for s in held:
+            s.close()
+        peer.close()

@@ -198,3 +198,61 @@ def test_a_producer_can_ask_for_less_backlog_than_the_engine_does():
         bus.emit(accept(i))
     assert bus.behind()
     assert sink.dropped == 0
+
+
+def test_a_stuck_writer_is_waited_for_only_stall_limit_seconds(monkeypatch):
+    """Producers wait while the buffer is past the mark, but only ``STALL_LIMIT``
+    seconds in a row; then the sink is stuck (said once, a metric), and when its
+    writer drains again it says so."""
+    import threading
+
+    from tarry import sinks
+
+    monkeypatch.setattr(sinks, "STALL_LIMIT", 0.3)
+    release = threading.Event()
+    written: list[int] = []
+
+    class Blocked(LineSink):
+        def write(self, batch):
+            release.wait()
+            written.extend(e.port for e in batch)
+
+    reports: list[str] = []
+    sink = Blocked(os.devnull, "json", capacity=1000, batch=10, report=reports.append)
+    sink.start()
+    try:
+        for i in range(600):
+            sink.emit(accept(i))
+        assert sink.full()  # past the mark (half of 1,000): producers wait...
+        started = time.monotonic()
+        wait_until(lambda: not sink.full(), 5.0)  # ...only so long
+        assert time.monotonic() - started >= 0.25
+        assert sink.stuck
+        assert [r for r in reports if "stuck" in r] == [reports[0]]
+        assert "stdout" not in reports[0] and "file sink is stuck" in reports[0]
+        assert not sink.full()  # stays unwaited-for while stuck, said once
+        assert sum("stuck" in r for r in reports) == 1
+        for i in range(600, 1200):
+            sink.emit(accept(i))
+        assert sink.dropped > 0
+
+        reg_text = _metrics_text(Metrics(sinks=[sink]))
+        assert 'tarry_sink_stuck{sink="file"} 1.0' in reg_text
+
+        release.set()  # the target reads again
+        wait_until(lambda: any("file sink recovered after" in r for r in reports), 5.0)
+        assert not sink.stuck
+        assert f"{sink.dropped} events were dropped meanwhile" in reports[-1]
+        assert 'tarry_sink_stuck{sink="file"} 0.0' in _metrics_text(Metrics(sinks=[sink]))
+    finally:
+        release.set()
+        sink.close()
+
+
+def _metrics_text(metrics: Metrics) -> str:
+    from prometheus_client import generate_latest
+    from prometheus_client.core import CollectorRegistry
+
+    reg = CollectorRegistry()
+    reg.register(metrics)
+    return generate_latest(reg).decode()

@@ -294,12 +294,19 @@ class Metrics:
         failed = CounterMetricFamily(
             "tarry_sink_failed_events", "Events a sink could not write.", labels=["sink"]
         )
+        stuck = GaugeMetricFamily(
+            "tarry_sink_stuck",
+            "1 while a sink has not drained for a while: nothing waits for it, its overflow is dropped.",
+            labels=["sink"],
+        )
         for s in self.sinks:
             name = str(getattr(s, "name", type(s).__name__))
             dropped.add_metric([name], getattr(s, "dropped", 0))
             failed.add_metric([name], getattr(s, "failed", 0))
+            stuck.add_metric([name], int(getattr(s, "stuck", False)))
         yield dropped
         yield failed
+        yield stuck
 
         if self.per_ip is not None:
             self.per_ip.expire()

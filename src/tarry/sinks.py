@@ -6,6 +6,12 @@ that stopped reading) the deque fills to its bound and further events are
 dropped and counted, never waited for. The count is reported on stderr at once
 and then at most every ``REPORT_EVERY`` seconds, and exported as the metric
 ``tarry_sink_dropped_events_total``.
+
+Producers that can wait (accepts, the workers' supervisor) wait while a sink's
+buffer is past a mark, but only for ``STALL_LIMIT`` seconds in a row: then the
+sink is *stuck* (said once on stderr, ``tarry_sink_stuck`` is 1), producers go
+on, and its overflow is dropped and counted until its writer drains the buffer
+again, which is said too.
 """
 
 from __future__ import annotations
@@ -25,6 +31,12 @@ from typing import TextIO
 from .events import ACCEPT, CLOSE, Event, endlessh_line, stamp
 
 REPORT_EVERY = 10.0  # seconds between two drop reports of one sink
+STALL_LIMIT = 2.0
+"""Seconds a sink's buffer may stay past the mark at which producers wait for it
+(``full``) before it is called stuck: producers then stop waiting, and what does
+not fit in its buffer is dropped and counted. A healthy writer under a burst
+drains below the mark in milliseconds once accepts pause; a reader that stopped
+reading never does, and must not stop the tarpit."""
 
 
 def _stderr(line: str) -> None:
@@ -68,6 +80,11 @@ class ThreadedSink:
         self._stop = False
         self._reported = 0
         self._report_at = 0.0
+        self.stuck = False
+        """Past the mark for ``STALL_LIMIT`` s: producers no longer wait for it."""
+        self._over_since = 0.0  # when ``full`` first saw the buffer past the mark
+        self._stuck_at = 0.0
+        self._stuck_dropped = 0
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -99,11 +116,31 @@ class ThreadedSink:
             self._wake.set()
 
     def full(self, most: int = 2048) -> bool:
-        """Whether the buffer holds ``most`` events or half its capacity: a
-        producer that can wait (an engine's accepts, the workers' supervisor)
-        waits, so a burst waits where it is instead of growing this process's
-        heap."""
-        return len(self._buf) >= min(most, self.capacity // 2)
+        """Whether a producer that can wait (an engine's accepts, the workers'
+        supervisor) should: the buffer holds ``most`` events or half its
+        capacity, so a burst waits where it is instead of growing this
+        process's heap. Never for more than ``STALL_LIMIT`` seconds in a row: a
+        writer that cannot drain by then is stuck, and a stuck log must not
+        stop the tarpit."""
+        if len(self._buf) < min(most, self.capacity // 2):
+            self._over_since = 0.0
+            return False
+        if self.stuck:
+            return False
+        now = time.monotonic()
+        if not self._over_since:
+            self._over_since = now
+        elif now - self._over_since >= STALL_LIMIT:
+            self._stuck_at = now
+            self._stuck_dropped = self.dropped
+            self.stuck = True
+            self.report(
+                f"tarry: {self.name} sink is stuck (its buffer has not drained for "
+                f"{STALL_LIMIT:g} s): nothing waits for it now, and events past its buffer "
+                f"of {self.capacity} are dropped and counted"
+            )
+            return False
+        return True
 
     def close(self) -> None:
         """Flush what is buffered, waiting at most ``join_timeout`` seconds."""
@@ -149,6 +186,17 @@ class ThreadedSink:
             except Exception as exc:  # the writer thread must survive its target
                 self.failed += len(batch)
                 self._writer_error(exc)
+            if self.stuck and len(buf) < self.batch:
+                self._recovered()
+
+    def _recovered(self) -> None:
+        """The writer drained a stuck buffer: its target reads again."""
+        self._over_since = 0.0
+        self.stuck = False
+        self.report(
+            f"tarry: {self.name} sink recovered after {time.monotonic() - self._stuck_at:.1f} s "
+            f"stuck; {self.dropped - self._stuck_dropped} events were dropped meanwhile"
+        )
 
     def _writer_error(self, exc: BaseException) -> None:
         now = time.monotonic()
