@@ -499,3 +499,221 @@ syslog_address = "127.0.0.1:{peer.getsockname()[1]}"
         for s in held:
             s.close()
         peer.close()
+
+
+# ---- the admin listener -----------------------------------------------------------------
+
+ADMIN_CONFIG = """
+[[tarpit]]
+protocol = "ssh"
+listen = ["127.0.0.1:0"]
+delay = 0.2
+first_delay = 0
+
+[admin]
+listen = "127.0.0.1:0"
+token = "a-secret-of-some-length"
+{extra}
+
+[history]
+enabled = false
+"""
+
+
+def _admin_tarry(extra: str = "", **kw: object) -> tuple[Tarry, int]:
+    t = start_tarry(ADMIN_CONFIG.format(extra=extra), **kw)
+    admin = int(t.wait_for(r"ADMIN listener=\S+:(\d+)", timeout=15).group(1))
+    return t, admin
+
+
+def _header_flood(port: int, n: int, budget: int = 4 << 20, deadline: float = 60.0) -> int:
+    """``n`` unauthenticated requests that never end their head: 8 KB header lines
+    until the server closes, or ``budget`` bytes each. The bytes the server took."""
+    head = b"GET /api/summary HTTP/1.1\r\nHost: x\r\n"
+    line = b"X-Fill: " + b"a" * 8180 + b"\r\n"
+    socks: dict[socket.socket, int] = {}
+    for i in range(n):  # from 40 addresses: past the per-address cap, up to the total one
+        s = socket.create_connection(("127.0.0.1", port), 5, (f"127.0.7.{1 + i % 40}", 0))
+        s.setblocking(False)
+        try:
+            s.send(head)
+        except OSError:  # refused past the connection cap
+            s.close()
+            continue
+        socks[s] = len(head)
+    taken = 0
+    end = time.monotonic() + deadline
+    while socks and time.monotonic() < end:
+        for s in list(socks):
+            try:
+                sent = s.send(line)
+                socks[s] += sent
+                taken += sent
+                if socks[s] < budget:
+                    continue
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                pass  # the server closed it: the point
+            s.close()
+            del socks[s]
+        time.sleep(0.001)
+    for s in socks:
+        s.close()
+    return taken
+
+
+def test_an_unauthenticated_header_flood_on_the_admin_port_is_bounded() -> None:
+    """400 connections that send 8 KB header lines until closed: the request head
+    is cut long before the token check could allocate much, and repeated rounds
+    do not grow the process that holds the trapped clients."""
+    t, admin = _admin_tarry()
+    try:
+        wait_until(lambda: _http_status(admin, "/healthz") == 200, 10, "the admin port")
+        before = t.rss_kb()
+        peaks = []
+        for _round in range(3):
+            taken = _header_flood(admin, 400)
+            peaks.append(t.rss_kb())
+            # each connection was cut within a few header lines: nowhere near 4 MiB each
+            assert taken < 400 * 64 * 1024, f"the server took {taken >> 20} MiB of headers"
+        grown = max(peaks) - before
+        print(f"admin header flood: RSS {before} kB before, {peaks} kB after each round")
+        assert grown < 48 * MiB, f"RSS grew by {grown} kB"
+        assert _http_status(admin, "/healthz") == 200
+        assert "Traceback" not in "\n".join(t.err)
+    finally:
+        t.stop()
+
+
+def _http_status(
+    port: int, path: str, headers: dict[str, str] | None = None, source: str = "127.0.0.1"
+) -> int:
+    """The status of one GET, sent from ``source``; 0 when the connection failed."""
+    head = f"GET {path} HTTP/1.1\r\n"
+    merged = {"Host": f"127.0.0.1:{port}", "Connection": "close", **(headers or {})}
+    head += "".join(f"{k}: {v}\r\n" for k, v in merged.items()) + "\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", port), 5, (source, 0)) as s:
+            s.sendall(head.encode())
+            status = s.recv(64).split(b" ", 2)
+            return int(status[1]) if len(status) > 1 else 0
+    except (OSError, ValueError):
+        return 0
+
+
+def test_silent_admin_connections_cannot_take_the_tarpits_fds() -> None:
+    """1,990 admin connections that send nothing, under an fd limit of 2,000: the
+    admin port holds only its cap, SSH clients are still served, a scraper from
+    another address still gets /healthz, and a half-sent head is cut in time."""
+    from tarry.adminguard import HEAD_TIMEOUT
+
+    t, admin = _admin_tarry(nofile=2000)
+    silent: list[socket.socket] = []
+    try:
+        ssh = t.port("ssh")
+        for i in range(1990):
+            s = socket.socket()
+            s.bind((f"127.0.8.{1 + i % 199}", 0))
+            s.settimeout(5)
+            try:
+                s.connect(("127.0.0.1", admin))
+            except OSError:
+                s.close()
+                continue
+            silent.append(s)
+        assert _served(ssh, 50, 20.0) == 50
+        assert _http_status(admin, "/healthz", source="127.0.9.1") == 200
+        half = socket.create_connection(("127.0.0.1", admin), 5, ("127.0.9.2", 0))
+        # the first half-sent head waits for a place: the silent ones are cut first
+        half.sendall(b"GET /api/summary HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ")
+        half.settimeout(HEAD_TIMEOUT + 10)
+        started = time.monotonic()
+        reply = half.recv(1024)
+        took = time.monotonic() - started
+        assert reply.startswith(b"HTTP/1.1 408") or reply == b"", reply
+        assert took < HEAD_TIMEOUT + 5, f"a half-sent head was held {took:.1f} s"
+        half.close()
+        assert "Too many open files" not in "\n".join(t.err + t.lines)
+    finally:
+        for s in silent:
+            s.close()
+        t.stop()
+
+
+def test_admin_tokens_that_are_not_utf8_get_401_and_log_nothing() -> None:
+    t, admin = _admin_tarry()
+    try:
+        wait_until(lambda: _http_status(admin, "/healthz") == 200, 10, "the admin port")
+        for raw in (b"Authorization: Bearer \xff\xfe\xc3", b"Cookie: tarry_token=\xc3\x28"):
+            for _ in range(50):
+                with socket.create_connection(("127.0.0.1", admin), timeout=5) as s:
+                    s.sendall(
+                        b"GET /api/summary HTTP/1.1\r\nHost: 127.0.0.1\r\n" + raw + b"\r\n\r\n"
+                    )
+                    assert s.recv(64).startswith(b"HTTP/1.1 401"), raw
+        time.sleep(0.2)  # stderr is pumped by a thread; nothing may arrive
+        assert not [line for line in t.err if "running as root" not in line], t.err[:5]
+    finally:
+        t.stop()
+
+
+def test_the_admin_api_answers_only_its_own_host_names() -> None:
+    """DNS rebinding: a page under an attacker's name that resolves to 127.0.0.1
+    must not read the API of a token-less loopback listener."""
+    t = start_tarry(
+        ADMIN_CONFIG.replace('token = "a-secret-of-some-length"', "").format(
+            extra='hosts = ["tarry.example.net"]'
+        )
+    )
+    try:
+        admin = int(t.wait_for(r"ADMIN listener=\S+:(\d+)", timeout=15).group(1))
+        wait_until(lambda: _http_status(admin, "/healthz") == 200, 10, "the admin port")
+        for host, want in (
+            ("rebind.attacker.example", 421),
+            ("rebind.attacker.example:8787", 421),
+            (f"127.0.0.1:{admin}", 200),
+            (f"[::1]:{admin}", 200),
+            ("localhost", 200),
+            ("tarry.example.net", 200),
+            ("TARRY.example.net:443", 200),
+        ):
+            assert _http_status(admin, "/api/summary", {"Host": host}) == want, host
+            assert _http_status(admin, "/metrics", {"Host": host}) in (want, 404), host
+    finally:
+        t.stop()
+
+
+def test_one_admin_request_costs_a_bounded_amount() -> None:
+    """``/api/clients?limit=5000`` at 1,100 held clients answers at most 1,000 rows."""
+    from support import free_port
+
+    ssh = free_port()
+    t = start_tarry(
+        ADMIN_CONFIG.replace('listen = ["127.0.0.1:0"]', f'listen = ["127.0.0.1:{ssh}"]')
+        .format(extra="")
+        .replace("delay = 0.2", "delay = 30")
+    )
+    socks: list[socket.socket] = []
+    try:
+        admin = int(t.wait_for(r"ADMIN listener=\S+:(\d+)", timeout=15).group(1))
+        for i in range(1100):
+            socks.append(
+                socket.create_connection(("127.0.0.1", ssh), 5, (f"127.0.10.{1 + i % 100}", 0))
+            )
+        auth = {"Authorization": "Bearer a-secret-of-some-length"}
+        import json
+        import urllib.request
+
+        def rows() -> int:
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{admin}/api/clients?limit=5000", headers=auth
+            )
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return len(json.load(r))
+
+        wait_until(lambda: rows() == 1000, 20, "1,000 rows (the cap) from /api/clients")
+    finally:
+        for s in socks:
+            s.close()
+        t.stop()

@@ -24,6 +24,12 @@ from tarry.stats import LiveStats
         ({"admin": {"listen": "[::]:8787", "token": ""}}, "is not a loopback address"),
         ({"admin": {"listen": "8787"}}, "admin.listen: must be host:port"),
         ({"admin": {"listen": "127.0.0.1:99999"}}, "admin.listen: port '99999'"),
+        (
+            {"admin": {"listen": "0.0.0.0:8787", "token": "t0ken"}},
+            "admin.token: a token that guards a public address must have at least 16",
+        ),
+        ({"admin": {"hosts": ["a b"]}}, "admin.hosts: must be a list of host names"),
+        ({"admin": {"hosts": "x.example"}}, "admin.hosts: must be"),
         ({"admin": {"tokn": "x"}}, "admin.tokn: unknown key"),
         ({"history": {"retention_days": -1}}, "history.retention_days: must be at least 0"),
         ({"history": {"retention_days": True}}, "history.retention_days: must be a number"),
@@ -45,7 +51,11 @@ def test_valid_sections_pass():
     assert (
         validate_sections(
             {
-                "admin": {"listen": "0.0.0.0:8787", "token": "t0ken"},
+                "admin": {
+                    "listen": "0.0.0.0:8787",
+                    "token": "t0ken-of-16-chars",
+                    "hosts": ["tarry.example.net"],
+                },
                 "history": {"path": "/x/h.sqlite3", "retention_days": 7},
                 "log": {"level": "info", "format": "json", "syslog": True, "file": "/x.log"},
                 "metrics": {"per_ip": True, "per_ip_max": 50, "per_ip_expiry": 60},

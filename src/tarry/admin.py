@@ -32,6 +32,9 @@ DEFAULT_LISTEN = "127.0.0.1:8787"
 COOKIE = "tarry_token"
 CHART_MIN_AGE = {"world": 15.0}  # seconds a chart is reused even when data changed
 CHART_DEFAULT_AGE = 2.0
+CLIENTS_MAX = 1000  # rows one /api/clients request may ask for
+CLIENTS_TTL = 1.0  # seconds an /api/clients answer is shared by callers
+TOKEN_MIN = 16  # characters of a token that guards a public bind
 
 
 class AdminError(Exception):
@@ -70,7 +73,32 @@ def bind_error(listen: str, token: str) -> str | None:
             f"admin.listen = {listen!r} is not a loopback address: "
             "set admin.token to a secret to expose the dashboard, or listen on 127.0.0.1"
         )
+    if not is_loopback(host) and len(token) < TOKEN_MIN:
+        return (
+            f"admin.token: a token that guards a public address must have at least "
+            f"{TOKEN_MIN} characters (got {len(token)})"
+        )
     return None
+
+
+def host_allowed(header: str | None, names: frozenset[str]) -> bool:
+    """Whether a request's ``Host`` may reach the API: an IP literal, ``localhost``
+    or a configured name. A DNS-rebinding page reaches a loopback listener
+    under a name of the attacker's, which is none of these."""
+    if header is None:
+        return True  # HTTP/1.0 scrapers; browsers always send Host
+    host = header.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    if host in ("localhost", "localhost.") or host in names:
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _json_default(o: object) -> object:
@@ -113,8 +141,26 @@ class Admin:
     live: Live | None = None
     history_totals: tuple[int, float] | None = None
     """(sessions, seconds) in the history store at start-up, for all-time figures."""
+    hosts: tuple[str, ...] = ()
+    """Host names the API answers to besides IP literals and localhost."""
     charts: dict[str, tuple[int, float, str]] = field(default_factory=dict)
     _rendering: dict[str, asyncio.Future[str]] = field(default_factory=dict)
+    _clients: dict[int, tuple[float, str]] = field(default_factory=dict)
+
+    def clients_json(self, limit: int) -> str:
+        """The longest-held clients as JSON, made at most once per ``CLIENTS_TTL``
+        per limit: callers polling together share one pass over the table, so
+        the API's cost on the tarpits' loop is bounded whoever asks."""
+        now = time.monotonic()
+        cached = self._clients.get(limit)
+        if cached is not None and now - cached[0] < CLIENTS_TTL:
+            return cached[1]
+        rows = [client_row(c, self.lookup) for c in self.snapshot(limit)]
+        body = json.dumps(rows, default=_json_default)
+        if len(self._clients) >= 8:
+            self._clients.clear()
+        self._clients[limit] = (now, body)
+        return body
 
     def summary(self, limit: int = 20) -> dict[str, Any]:
         s = self.stats
@@ -183,6 +229,7 @@ def make_app(admin: Admin) -> Any:
     from .charts import CHARTS
 
     token = admin.token.encode()
+    names = frozenset(h.lower() for h in admin.hosts)
 
     def authorised(request: web.Request) -> bool:
         if not token:
@@ -190,10 +237,13 @@ def make_app(admin: Admin) -> Any:
         auth = request.headers.get("Authorization", "")
         offered = auth[7:] if auth.startswith("Bearer ") else request.cookies.get(COOKIE, "")
         offered = offered or request.query.get("token", "")
-        return hmac.compare_digest(offered.encode(), token)
+        # peers' bytes that are not UTF-8 arrive as surrogates: compare them as bytes
+        return hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), token)
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        if not host_allowed(request.headers.get("Host"), names):
+            return web.Response(status=421, text="unknown host name\n")
         if request.path != "/healthz" and not authorised(request):
             return web.Response(status=401, text="token required\n")
         resp = await handler(request)
@@ -224,13 +274,10 @@ def make_app(admin: Admin) -> Any:
 
     async def clients(request: web.Request) -> web.Response:
         try:
-            limit = max(1, min(int(request.query.get("limit", "100")), 5000))
+            limit = max(1, min(int(request.query.get("limit", "100")), CLIENTS_MAX))
         except ValueError:
             raise web.HTTPBadRequest(text="limit must be a number\n") from None
-        rows = [client_row(c, admin.lookup) for c in admin.snapshot(limit)]
-        return web.Response(
-            text=json.dumps(rows, default=_json_default), content_type="application/json"
-        )
+        return web.Response(text=admin.clients_json(limit), content_type="application/json")
 
     async def chart(request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -268,10 +315,15 @@ def make_app(admin: Admin) -> Any:
 class AdminServer:
     """A started admin listener."""
 
-    def __init__(self, runner: Any, host: str, port: int) -> None:
+    def __init__(
+        self, runner: Any, host: str, port: int, server: asyncio.Server, gate: Any
+    ) -> None:
         self.runner = runner
         self.host = host
         self.port = port
+        self.server = server
+        self.gate = gate
+        """The connection count and what the guard refused (``adminguard.Gate``)."""
 
     @property
     def url(self) -> str:
@@ -279,6 +331,7 @@ class AdminServer:
         return f"http://{host}:{self.port}/"
 
     async def close(self) -> None:
+        self.server.close()  # no new connections; the runner closes the open ones
         await self.runner.cleanup()
 
 
@@ -293,21 +346,28 @@ async def serve(admin: Admin, listen: str = DEFAULT_LISTEN) -> AdminServer:
         raise AdminError(
             "the dashboard needs the 'dashboard' extra (pip install 'tarry[dashboard]')"
         ) from exc
+    from .adminguard import Gate, aiohttp_limits, guarded
+
     host, port = split_listen(listen)
     runner = web.AppRunner(
-        make_app(admin), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        make_app(admin),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=1.0,
+        **aiohttp_limits(),
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    assert runner.server is not None
+    gate = Gate()
     try:
-        await site.start()
+        server = await asyncio.get_running_loop().create_server(
+            guarded(runner.server, gate), host or None, port, reuse_address=True, backlog=128
+        )
     except OSError as exc:
         await runner.cleanup()
         raise AdminError(f"admin.listen = {listen!r}: {exc.strerror or exc}") from exc
-    server = getattr(site, "_server", None)
-    sockets = getattr(server, "sockets", None) or []
-    real_port = sockets[0].getsockname()[1] if sockets else port
-    return AdminServer(runner, host, real_port)
+    real_port = server.sockets[0].getsockname()[1] if server.sockets else port
+    return AdminServer(runner, host, real_port, server, gate)
 
 
 PAGE = """<!doctype html>

@@ -12,7 +12,6 @@ asyncio loop holds just one timer for its earliest bucket.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import fcntl
 import heapq
@@ -34,6 +33,7 @@ from typing import Any
 from . import proxy
 from .bait import Bait, Step, TarpitSpec, sanitise, shortest
 from .events import ACCEPT, CLOSE, TOTALS, Bus, Event, Notes
+from .heap import MALLOC_TRIM
 from .limits import IPCounter, v6_key
 
 READ_CHUNK = 1 << 16  # one read; peer input is discarded after the bait has seen it
@@ -1394,16 +1394,6 @@ def column(fmt: str, rows: int) -> memoryview:
     read a worker's table."""
     size = max(struct.calcsize(fmt) * rows, mmap.PAGESIZE)
     return memoryview(mmap.mmap(-1, size)).cast(fmt)
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-MALLOC_TRIM = _malloc_trim()
 
 
 def raise_fd_limit() -> int:

@@ -38,6 +38,13 @@ class Key:
     check: Callable[[Any], str | None] | None = None
 
 
+def _host_names(v: list[Any]) -> str | None:
+    for name in v:
+        if not isinstance(name, str) or not name or any(c in name for c in " /:@[]"):
+            return f'must be a list of host names, e.g. ["tarry.example.com"] (got {name!r})'
+    return None
+
+
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         return None if v in choices else "must be one of " + ", ".join(repr(c) for c in choices)
@@ -127,6 +134,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
     "admin": {
         "listen": Key(DEFAULT_LISTEN, str, _listen),
         "token": Key("", str),
+        "hosts": Key([], list, _host_names),
     },
 }
 
@@ -204,6 +212,7 @@ class Observability:
     lookup: Any
     admin_listen: str
     admin_token: str
+    admin_hosts: tuple[str, ...] = ()
 
 
 def build(
@@ -327,7 +336,15 @@ def assemble(
     sinks.append(stats)
     admin = cfg["admin"]
     return Observability(
-        sinks, stats, metrics, registry, history, lookup, admin["listen"], admin["token"]
+        sinks,
+        stats,
+        metrics,
+        registry,
+        history,
+        lookup,
+        admin["listen"],
+        admin["token"],
+        tuple(admin["hosts"]),
     )
 
 
@@ -386,6 +403,7 @@ def starter(obs: Observability, report: Report = _stderr) -> Starter | None:
             lookup=obs.lookup,
             live=live,
             history_totals=totals,
+            hosts=obs.admin_hosts,
         )
         return await serve(admin, obs.admin_listen)
 

@@ -54,7 +54,6 @@ from typing import Any
 
 from .bait import Bait, TarpitSpec
 from .engine import (
-    MALLOC_TRIM,
     PARK_MAX,
     BindError,
     Engine,
@@ -72,6 +71,7 @@ from .engine import (
     table_rows,
 )
 from .events import CLOSE, TOTALS, Bus, Event, Notes, Sink, stamp
+from .heap import MALLOC_TRIM
 
 STRIDE = 256  # shared counts per worker: clients held in all, then one per [[tarpit]]
 MAX_TARPITS = STRIDE - 1
