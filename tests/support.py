@@ -55,11 +55,13 @@ def ssh_argv(port: int, *options: str, host: str = "127.0.0.1") -> list[str]:
 
 
 def grab_banner(port: int, source: str) -> None:
-    """A banner grabber from ``source``: read the server's version string, then leave."""
+    """A banner grabber from ``source``: say its own version (as ssh-keyscan and
+    nmap's ssh scripts do), read the server's, then leave."""
     with socket.socket() as s:
         s.bind((source, 0))
         s.settimeout(10)
         s.connect(("127.0.0.1", port))
+        s.sendall(b"SSH-2.0-Grabber_1.0\r\n")
         got = b""
         while b"SSH-2.0-" not in got:
             chunk = s.recv(4096)

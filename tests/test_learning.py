@@ -87,8 +87,9 @@ def mode_of_visit(t: Tarry, port: int, source: str) -> str:
     with socket.socket() as s:
         s.bind((source, 0))
         s.connect(("127.0.0.1", port))
+        s.sendall(b"SSH-2.0-Grabber_1.0\r\n")
         mine = s.getsockname()[1]
-        time.sleep(0.8)  # the client's behaviour: silent for a while, then gone
+        time.sleep(0.8)  # the client's behaviour: says its version, waits a while, gone
     m = t.wait_for(rf"CLOSE host={re.escape(source)} port={mine} .*mode=(\w+)", 10)
     return m.group(1)
 
@@ -115,7 +116,7 @@ def run_twice(config: str) -> tuple[str, str, list[str]]:
 def test_what_adaptive_learned_survives_a_restart(tmp_path) -> None:
     path = tmp_path / "h.sqlite3"
     before, after, err = run_twice(adaptive(f'[history]\npath = "{path}"\nflush_interval = 0.2'))
-    assert before == "kex"  # new: a silent client gets a version
+    assert before == "kex"  # new: a client that identified itself gets a version
     assert after == "drip"  # remembered as a banner grabber: no version this time
     assert any("learned 1 addresses from 1 sessions" in e for e in err), err
 

@@ -413,11 +413,20 @@ def test_adaptive_gives_paramiko_its_kexinit_within_its_handshake_timer() -> Non
     assert other.delay > 2  # others get the configured, slower KEXINIT
 
 
-def test_adaptive_without_identification_falls_back_at_the_deadline() -> None:
+def test_adaptive_gives_a_silent_client_what_the_endless_reference_gives() -> None:
+    """A client that says nothing waits for the server to speak first: a scanner,
+    not an interactive client. A quick version would end its wait; it gets
+    endless lines instead, first after one delay, as from endlessh."""
     b = bait("adaptive")
     step = b.tick(b.open("192.0.2.6").state, None, 1.0)
-    assert step.out.startswith(b"SSH-2.0-")
-    assert dict(step.notes or ())["family"] == "silent"
+    notes = dict(step.notes or ())
+    assert notes["family"] == "silent" and notes["mode"] == "banner"
+    assert step.out == b"" and step.delay is not None and step.delay >= 0.7 * (b.delay - 1.0)
+    age = 1.0 + step.delay
+    for _ in range(50):
+        step = b.tick(step.state, step.obj, age)
+        assert step.out.endswith(b"\r\n") and not step.out.startswith(b"SSH-")
+        age += step.delay or 0.0
 
 
 def close_event(ip: str, duration: float, **notes: str) -> Event:

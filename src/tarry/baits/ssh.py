@@ -356,8 +356,10 @@ FAMILIES: dict[str, Rule] = {
     # 255 pre-banner bytes in all; ClientConfig.Timeout covers the TCP dial only
     "go": Rule(KEX),
     "unknown": Rule(KEX),
-    # sent nothing: likely waits for our version (a banner grabber); kex answers
-    "silent": Rule(KEX),
+    # sent nothing: a scanner that waits for the server to speak first. It is
+    # not an interactive client, and a quick, complete version would end its
+    # wait: it gets what the endless reference gives, lines and no version
+    "silent": Rule(BANNER),
 }
 
 
