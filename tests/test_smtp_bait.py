@@ -259,15 +259,15 @@ def test_stutter_pacing_and_budget():
         per_tick.append(len(sim.out) - before)
     greeting = sim.take()
     assert greeting.endswith(b"ESMTP Postfix\r\n")
-    assert set(per_tick) == {1}  # one byte per tick
-    assert sim.now - start >= len(greeting) * 2.0 * 0.75
+    assert per_tick[0] == 4 and set(per_tick[1:]) == {1}  # the code whole, then a byte a tick
+    assert sim.now - start >= (len(greeting) - 3) * 2.0 * 0.75
     # The EHLO reply is long: it drips faster so that it stays within its budget.
     t0 = sim.now
     sim.feed(b"EHLO x\r\n")
     reply = sim.run()
     assert reply.startswith(b"250-")
     assert sim.now - t0 <= smtp.BUDGET
-    assert sim.now - t0 >= smtp.BUDGET / 2
+    assert sim.now - t0 >= smtp.BUDGET * 0.4  # steps round up; each code goes whole
     # With a delay too long for the budget, whole replies go at once, still one per tick.
     slow = Sim(smtp.make(spec(delay=500.0)))
     assert slow.tick() and slow.take().endswith(b"\r\n")
@@ -362,3 +362,52 @@ def test_fuzz_split_points_do_not_matter(pieces, cut):
         sliced.feed(stream[i : i + cut])
         b += sliced.run()
     assert a == b
+
+
+def segments(sim: Sim, until: bytes) -> list[bytes]:
+    """What the bait sends, one segment per tick, until ``until`` went out."""
+    out: list[bytes] = []
+    for _ in range(100000):
+        if until in b"".join(out) or not sim.tick():
+            break
+        seg = sim.take()
+        if seg:
+            out.append(seg)
+    return out
+
+
+@given(delay=st.sampled_from([0.5, 2.0, 7.0, 30.0, 70.0]), lines_=st.integers(0, 3))
+@settings(max_examples=40, deadline=None)
+def test_a_reply_code_is_never_split_across_segments(delay, lines_):
+    """Every line's code and separator ("220 ", "250-") reach the client in one
+    segment, whatever the drip step: a client that judges a reply by its first
+    segment must see the code. What follows the code drips."""
+    bait = smtp.make(spec(delay=delay, greeting_lines=lines_))  # drip steps of 1 to 40 bytes
+    sim = Sim(bait)
+    greeting = segments(sim, b" ESMTP Postfix\r\n")
+    sim.feed(b"EHLO x.example\r\n")
+    ehlo = segments(sim, b"250 8BITMIME\r\n")
+    for segs in (greeting, ehlo):
+        stream = b"".join(segs)
+        assert_shapes(stream)
+        cuts = set()
+        at = 0
+        for seg in segs[:-1]:
+            at += len(seg)
+            cuts.add(at)
+        starts = [0] + [i + 1 for i in range(len(stream)) if stream[i : i + 1] == b"\n"]
+        for s in starts:
+            assert not cuts & {s + 1, s + 2, s + 3}, (stream[s : s + 8], delay)
+    if delay <= 2.0:  # and the rest still drips: many segments per line
+        assert len(greeting) > 4 * greeting_count(greeting)
+
+
+def greeting_count(segs: list[bytes]) -> int:
+    return b"".join(segs).count(b"\n")
+
+
+def test_whole_code_moves_only_cuts_inside_a_code():
+    reply = b"250-a\r\n250 b\r\n"
+    assert [smtp.whole_code(reply, 0, e) for e in range(1, 15)] == [
+        4, 4, 4, 4, 5, 6, 7, 11, 11, 11, 11, 12, 13, 14,
+    ]  # fmt: skip

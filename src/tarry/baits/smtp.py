@@ -178,11 +178,28 @@ class Session:
         self.size = 0  # DATA: body bytes seen
 
 
-def _drip_step(length: int, budget: float, delay_max: float) -> int:
-    """Bytes per tick so that ``length`` bytes take at most ``budget`` seconds."""
-    ticks = int(budget // delay_max) if delay_max > 0 else length
-    ticks = max(1, ticks)
-    return max(1, -(-length // ticks))
+CODE_LEN = 4  # "250-", "220 ": a reply code and its separator
+
+
+def whole_code(reply: bytes, start: int, end: int) -> int:
+    """``end``, moved so that no segment splits a line's reply code and
+    separator: some clients judge a reply by the first segment they read (a
+    brute-forcer took a lone ``2`` for a refusal and left after 3 s). The code
+    goes whole; what follows it drips."""
+    line = reply.rfind(b"\n", 0, end - 1) + 1  # start of the line ``end`` falls in
+    if line < end < line + CODE_LEN:
+        return min(len(reply), line + CODE_LEN)
+    return end
+
+
+def _drip_step(reply: bytes, budget: float, delay_max: float) -> int:
+    """Bytes per tick so that ``reply`` takes at most ``budget`` seconds; each
+    line's code goes with its first tick, so only the rest is spread."""
+    ticks = int(budget // delay_max) if delay_max > 0 else len(reply)
+    if ticks <= 1:
+        return len(reply)
+    dripped = len(reply) - (CODE_LEN - 1) * reply.count(b"\n")
+    return max(1, -(-dripped // ticks))
 
 
 def _address(arg: bytes, keyword: bytes) -> tuple[bytes, bytes] | None:
@@ -264,7 +281,7 @@ class SmtpBait:
     def open(self, peer: str) -> Step:
         state = P_GREET | (F_TLS if self.implicit_tls else 0)
         first = self.r_more[0] if self.greeting_lines != 0 else self.r_greet
-        sess = Session(first, _drip_step(len(first), BUDGET, self.delay_max))
+        sess = Session(first, _drip_step(first, BUDGET, self.delay_max))
         return Step(state, b"", self._delay(), sess)
 
     def feed(self, state: int, obj: Any, data: bytes, age: float) -> Step:
@@ -301,7 +318,7 @@ class SmtpBait:
     def _start(self, sess: Session, reply: bytes, budget: float = BUDGET) -> None:
         sess.reply = reply
         sess.pos = 0
-        sess.step = _drip_step(len(reply), budget, self.delay_max)
+        sess.step = _drip_step(reply, budget, self.delay_max)
 
     def _expired(self, state: int, age: float) -> bool:
         return self.session_limit > 0 and age >= self.session_limit and not state & F_EXPIRED
@@ -333,7 +350,7 @@ class SmtpBait:
             if sess.reply is not None:
                 return Step(state, b"", self._delay(), sess, notes=notes)
             return self._idle(state, sess, age, notes)
-        end = sess.pos + sess.step
+        end = whole_code(reply, sess.pos, sess.pos + sess.step)
         out = reply[sess.pos : end]
         if end < len(reply):
             sess.pos = end
