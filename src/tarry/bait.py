@@ -110,6 +110,12 @@ class TarpitSpec:
     def opt(self, key: str) -> Any:
         return self.options[key]
 
+    @property
+    def mode(self) -> str:
+        """The bait's ``mode`` (SSH) or ``strategy`` (HTTP), as the LISTEN line
+        names it; "" for a bait that has one way only."""
+        return str(self.options.get("mode") or self.options.get("strategy") or "")
+
 
 class BaitModule(Protocol):
     """What a module in ``tarry.baits`` provides; one file per protocol."""

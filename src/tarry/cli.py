@@ -32,7 +32,7 @@ from .config import (
     load_endlessh,
 )
 from .engine import BindError, Engine, bind_listener
-from .events import Bus, Sink, stamp
+from .events import Bus, Sink, listen_line, stamp
 from .systemd import Activation, ActivationError, Notifier, listen_fds, monotonic_usec
 
 
@@ -296,11 +296,10 @@ def announce(engine: Engine) -> None:
     for listener in engine.listeners:
         if listener is not None and listener.sock is not None:
             spec = listener.tarpit.spec
-            print(
-                f"{stamp(time.time())} LISTEN proto={spec.protocol} listener={listener.address} "
-                f"delay={spec.delay:g} max_clients={spec.max_clients}",
-                flush=True,
+            line = listen_line(
+                spec.protocol, listener.address, spec.delay, spec.max_clients, spec.mode
             )
+            print(line, flush=True)
 
 
 def check_config(path: str, bind: bool = True) -> int:

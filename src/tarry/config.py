@@ -45,7 +45,9 @@ delay = 10.0               # seconds between lines
 max_clients = 4096
 line_length = 32           # longest line, CRLF included (3..255)
 jitter = 0.0               # spread each delay by +/- this fraction (0 = off)
-# mode = "adaptive"        # "banner" (the default), "drip", "kex": docs/ssh-modes.md
+mode = "adaptive"          # per client: "kex" for clients, endless lines for scanners
+                           # that wait in silence; or "banner" (endlessh, and the default
+                           # when mode is left out), "drip", "kex": docs/ssh-modes.md
 
 [[tarpit]]
 protocol = "http"          # a response that never ends (docs/http.md)

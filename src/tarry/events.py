@@ -131,6 +131,15 @@ def logfmt(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def listen_line(proto: str, listener: str, delay: float, max_clients: int, mode: str) -> str:
+    """The line each listener announces at start-up, with its mode when it has one."""
+    shown = f" mode={mode}" if mode else ""
+    return (
+        f"{stamp(time.time())} LISTEN proto={proto} listener={listener}{shown} "
+        f"delay={delay:g} max_clients={max_clients}"
+    )
+
+
 def endlessh_line(event: Event, extra: bool) -> str:
     """The endlessh log line for ``event``; with ``extra``, tarry's fields follow."""
     if event.kind == ACCEPT:

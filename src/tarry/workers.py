@@ -70,7 +70,7 @@ from .engine import (
     raise_fd_limit,
     table_rows,
 )
-from .events import CLOSE, TOTALS, Bus, Event, Notes, Sink, stamp
+from .events import CLOSE, TOTALS, Bus, Event, Notes, Sink, listen_line
 from .heap import MALLOC_TRIM
 
 STRIDE = 256  # shared counts per worker: clients held in all, then one per [[tarpit]]
@@ -1142,12 +1142,9 @@ class Supervisor:
             for addr in spec.listen:
                 sock = self.groups[addr][0]
                 host, port = sock.getsockname()[:2]
-                print(
-                    f"{stamp(time.time())} LISTEN proto={spec.protocol} "
-                    f"listener={format_address(sock.family, host, port)} "
-                    f"delay={spec.delay:g} max_clients={spec.max_clients}",
-                    flush=True,
-                )
+                address = format_address(sock.family, host, port)
+                line = listen_line(spec.protocol, address, spec.delay, spec.max_clients, spec.mode)
+                print(line, flush=True)
 
     def held(self) -> int:
         return self.shared.held()
