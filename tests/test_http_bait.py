@@ -172,7 +172,7 @@ def test_bad_options_rejected(key, value):
 
 def test_state_word_round_trip():
     for phase in range(4):
-        for client in range(len(H.CLIENTS)):
+        for client in range(H.STREAM_CLASSES):  # the classes the state word holds
             for flags in (0, H.RAW, H.NOBODY | H.STYLE, H.RAW | H.NOBODY | H.STYLE):
                 for count in (0, 1, 12345, H.COUNT_MAX, H.COUNT_MAX + 99):
                     state = H.pack(phase, client, flags, count)

@@ -28,7 +28,15 @@ and everything lives in the 32-bit state word:
     bit  7     STYLE: the path names a stylesheet, answered as text/css (a
                browser drops a stylesheet served as text/html)
     bits 8-31  counter: 1xx responses sent (CONTINUE), head bytes charged
-               against the client's budget (HEADERS), chunks sent (BODY)
+               against the client's budget (HEADERS), chunks sent (BODY);
+               in READ, LATE: a head is read and a late answer is due
+
+Late answers (``auto``): a tool that caps each request by a total deadline (a
+directory buster's timeout) is held longest by a cheap, complete 404 sent
+just inside that deadline, so that it goes on to its next word instead of
+quitting. The deadline is the tool family's (``Client.deadline``) or what the
+same software from the same address taught (``tarry.deadlines``). Only such a
+client's ``obj`` outlives its head: the address, to look its next request up.
 
 Input after the head (or after giving up on it) is dropped without buffering.
 """
@@ -48,6 +56,8 @@ from http import HTTPStatus
 from typing import Any
 
 from ..bait import Option, Step, TarpitSpec, jittered, positive_min, sanitise
+from ..deadlines import SHARE, DeadlineStore, software_key
+from ..events import Event
 from ..tls import STATEFUL_TLS, TLS_OPTIONS, check_tls
 
 PROTOCOL = "http"
@@ -75,6 +85,25 @@ STRATEGIES = ("auto", "headers", "body", "continue")
 SERVERS = ("nginx", "apache", "iis")
 
 CONTINUE_UNIT = b"HTTP/1.1 100 Continue\r\n\r\n"
+LATE = 1  # READ's counter: a head is read and its late answer is due
+
+_NOT_FOUND_BODY = (
+    b"<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n"
+    b"<center><h1>404 Not Found</h1></center>\r\n<hr><center>{server}</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+_SERVER_NAMES = {"nginx": "nginx", "apache": "Apache/2.4.62 (Debian)", "iis": "Microsoft-IIS/10.0"}
+
+
+class Reading:
+    """A request head in progress from an address that taught us a deadline
+    (rare), with the address, to look its software's deadline up."""
+
+    __slots__ = ("buf", "peer")
+
+    def __init__(self, peer: str) -> None:
+        self.buf = bytearray()
+        self.peer = peer
 
 
 @dataclass(frozen=True)
@@ -83,7 +112,10 @@ class Client:
 
     ``head_bytes`` and ``head_lines`` bound one response head (0: no such
     limit); ``interim`` is how many 1xx responses ``auto`` sends before the
-    head; ``read_timeout`` is the client's default idle timeout between reads.
+    head; ``read_timeout`` is the client's default idle timeout between reads;
+    ``deadline`` is a total deadline per request of a tool that makes many
+    requests (a buster, a fuzzer, a brute-forcer): ``auto`` answers it with a
+    complete 404 at ``SHARE`` of it, so that it goes on to its next request.
     """
 
     name: str
@@ -91,6 +123,7 @@ class Client:
     head_lines: int
     interim: int
     read_timeout: float = 0.0
+    deadline: float = 0.0
 
 
 # Index = client class in the state word (3 bits, so at most 8).
@@ -127,11 +160,44 @@ CLIENTS: tuple[Client, ...] = (
     # more than 5 1xx responses abort the request, since then their heads
     # count towards that limit (golang/go#65035).
     Client("go", 10 << 20, 0, 4),
+    # Tools that make many requests, each under a total deadline. Their rows
+    # come after the eight classes the state word can hold: they are
+    # answered late, never streamed, so they need no class there (a listener
+    # that does not answer late streams them as "unknown"). The limits and
+    # their sources are in docs/client-limits.md.
+    # gobuster: --timeout, 10 s by default (Go http.Client.Timeout: dial,
+    # request and the whole response).
+    Client("gobuster", 64 * 1024, 100, 0, deadline=10.0),
+    # ffuf: -timeout, 10 s by default (http.Client.Timeout).
+    Client("ffuf", 64 * 1024, 100, 0, deadline=10.0),
+    # feroxbuster: --timeout, 7 s by default (reqwest's total timeout).
+    Client("feroxbuster", 64 * 1024, 100, 0, deadline=7.0),
+    # Nikto: -timeout, 10 s by default, per request.
+    Client("nikto", 64 * 1024, 100, 0, deadline=10.0),
+    # sqlmap: --timeout, 30 s by default, per request (then up to 3 retries).
+    Client("sqlmap", 64 * 1024, 100, 0, deadline=30.0),
+    # THC Hydra's http modules: -w, 32 s by default, per response.
+    Client("hydra", 64 * 1024, 100, 0, deadline=32.0),
+    # wfuzz: --req-delay, 90 s by default (pycurl's TIMEOUT per request).
+    Client("wfuzz", 64 * 1024, 100, 0, deadline=90.0),
+    # nuclei: -timeout, 10 s by default, per request.
+    Client("nuclei", 64 * 1024, 100, 0, deadline=10.0),
 )
 UNKNOWN, CURL, WGET, BROWSER, PYTHON, HTTPX, GO = range(7)
+STREAM_CLASSES = 8  # client classes the state word's 3 bits can hold
+assert all(c.deadline for c in CLIENTS[STREAM_CLASSES:])  # streamed ones fit in the state
 
 # First match wins; browsers last, since bots and scanners say "Mozilla" too.
+_TOOL = {c.name: i for i, c in enumerate(CLIENTS) if c.deadline}
 _UA_RULES: tuple[tuple[bytes, int], ...] = (
+    (b"gobuster/", _TOOL["gobuster"]),
+    (b"fuzz faster u fool", _TOOL["ffuf"]),
+    (b"feroxbuster/", _TOOL["feroxbuster"]),
+    (b"nikto/", _TOOL["nikto"]),
+    (b"sqlmap/", _TOOL["sqlmap"]),
+    (b"(hydra)", _TOOL["hydra"]),
+    (b"wfuzz/", _TOOL["wfuzz"]),
+    (b"nuclei", _TOOL["nuclei"]),
     (b"curl/", CURL),
     (b"wget/", WGET),
     (b"python-httpx/", HTTPX),
@@ -864,40 +930,50 @@ class HttpBait:
         self.head_costs = tuple(tuple(h.cost(p.unit) for p in self.plans) for h in self.heads)
         self._date_at = -1
         self._date = b""
+        self.server_name = _SERVER_NAMES.get(server, server).encode("ascii")
+        self.not_found = _NOT_FOUND_BODY.replace(b"{server}", self.server_name)
+        self.late = self.strategy == "auto"
+        self.store = deadline_store()
+        if self.late:
+            self.store.enabled = True
 
     # -- engine interface
 
     def open(self, peer: str) -> Step:
-        return Step(pack(READ, UNKNOWN, 0, 0), delay=self.request_timeout)
+        obj = Reading(peer) if self.late and self.store.known(peer) else None
+        return Step(pack(READ, UNKNOWN, 0, 0), delay=self.request_timeout, obj=obj)
 
     def feed(self, state: int, obj: Any, data: bytes, age: float) -> Step:
-        if state & _PHASE != READ:
-            return Step(state)  # the head is behind us: drop input unread
-        if obj is None:
+        if state & _PHASE != READ or state >> _COUNT_SHIFT == LATE:
+            return Step(state, obj=obj)  # the head is behind us: drop input unread
+        buf = obj.buf if isinstance(obj, Reading) else obj
+        if not buf:
             data = data.lstrip(b"\r\n")  # RFC 9112 §2.2: ignore leading empty lines
             if not data:
-                return Step(state)
-            buf = bytearray()
-        else:
-            buf = obj
+                return Step(state, obj=obj)
+            if buf is None:
+                buf = obj = bytearray()
         room = HEAD_MAX - len(buf)
         junk = _JUNK.search(data, 0, room)
         if junk is not None:  # not an HTTP head: give up on it now
             buf += data[: junk.start()]
-            return self._respond(parse_head(buf))
+            return self._respond(parse_head(buf), obj)
         buf += data[:room]
         end = head_end(buf)
         if end >= 0:
-            return self._respond(parse_head(buf[:end]))
+            return self._respond(parse_head(buf[:end]), obj)
         lines = max(buf.count(b"\n"), buf.count(b"\r"))
         if len(buf) >= HEAD_MAX or lines > HEAD_LINES_MAX + 1 or age >= self.request_timeout:
-            return self._respond(parse_head(buf))
-        return Step(state, obj=buf)
+            return self._respond(parse_head(buf), obj)
+        return Step(state, obj=obj)
 
     def tick(self, state: int, obj: Any, age: float) -> Step:
         phase, client, flags, count = unpack(state)
+        if phase == READ and count == LATE:
+            return self._late_answer(flags, obj)
         if phase == READ:  # request_timeout: answer whatever was sent
-            return self._respond(parse_head(obj or b""))
+            buf = obj.buf if isinstance(obj, Reading) else obj
+            return self._respond(parse_head(buf or b""), obj)
         if phase == CONTINUE:
             if self.strategy == "auto" and count >= self.plans[client].interim:
                 return self._start_head(client, flags)
@@ -916,12 +992,22 @@ class HttpBait:
 
     # -- phases
 
-    def _respond(self, req: Request) -> Step:
-        """The head is read or given up on: send the first unit of the answer."""
-        client = classify(req.user_agent) if req.user_agent is not None else UNKNOWN
+    def _respond(self, req: Request, obj: Any = None) -> Step:
+        """The head is read or given up on: send the first unit of the answer,
+        or, to a tool with a known deadline, nothing until just inside it."""
+        row = classify(req.user_agent) if req.user_agent is not None else UNKNOWN
         flags = (RAW if req.raw else 0) | (NOBODY if req.method == b"HEAD" else 0)
         if req.is_stylesheet:
             flags |= STYLE
+        deadline = self._deadline(row, req, obj) if req.is_http else None
+        if deadline is not None:
+            notes = (*req.notes(row), ("answer", "late"), ("deadline", f"{deadline:g}"))
+            peer = obj if isinstance(obj, Reading) else None
+            if peer is not None:
+                peer.buf.clear()
+            state = pack(READ, UNKNOWN, flags, LATE)
+            return Step(state, b"", SHARE * deadline, peer, notes=notes)
+        client = row if row < STREAM_CLASSES else UNKNOWN
         strategy = self.strategy
         if strategy == "continue" and flags & RAW:
             strategy = "headers"  # RFC 9110 §15.2: no 1xx to an HTTP/1.0 client
@@ -939,7 +1025,34 @@ class HttpBait:
         else:
             head = self.heads[_variant(flags)].render(self._now())
             step = self._step(pack(BODY, client, flags, 0), head + b"\r\n")
-        return step._replace(notes=req.notes(client))
+        return step._replace(notes=req.notes(row))
+
+    def _deadline(self, row: int, req: Request, obj: Any) -> float | None:
+        """The total deadline this request is under, when ``auto`` knows one:
+        the tool family's, or what its software taught from its address."""
+        if not self.late:
+            return None
+        if CLIENTS[row].deadline:
+            return CLIENTS[row].deadline
+        if isinstance(obj, Reading):
+            ua = sanitise(req.user_agent) if req.user_agent is not None else None
+            return self.store.deadline(obj.peer, software_key(ua))
+        return None
+
+    def _late_answer(self, flags: int, obj: Any) -> Step:
+        """A complete, cheap 404, just inside the tool's deadline; then the
+        next request is read as the first was (RFC 9112 keep-alive)."""
+        date = self._now()
+        body = b"" if flags & NOBODY else self.not_found
+        head = (
+            b"HTTP/1.1 404 Not Found\r\nServer: " + self.server_name + b"\r\nDate: " + date
+            + b"\r\nContent-Type: text/html\r\nContent-Length: "
+            + str(len(self.not_found)).encode()
+            + (b"\r\nConnection: close\r\n\r\n" if flags & RAW else b"\r\nConnection: keep-alive\r\n\r\n")
+        )  # fmt: skip
+        if flags & RAW:  # an HTTP/1.0 peer reads to the close
+            return Step(pack(READ, UNKNOWN, 0, 0), head + body, None, None, close=True)
+        return Step(pack(READ, UNKNOWN, 0, 0), head + body, self.request_timeout, obj)
 
     def _start_head(self, client: int, flags: int) -> Step:
         v = _variant(flags)
@@ -965,6 +1078,34 @@ class HttpBait:
             self._date_at = t
             self._date = formatdate(t, usegmt=True).encode("ascii")
         return self._date
+
+
+def lesson(event: Event) -> tuple[str, float] | None:
+    """What an HTTP departure teaches (``tarry.deadlines``): a client that left
+    a streamed answer on its own waited ``duration`` at most, so its software
+    from that address is answered late next time. A client already answered
+    late, or closed by us, teaches nothing."""
+    if event.reason not in ("closed", "reset") or event.note("answer") == "late":
+        return None
+    if not event.note("method"):
+        return None  # it never sent a request: a port scan, not a deadline
+    return event.note("user_agent"), event.duration
+
+
+_STORE: DeadlineStore | None = None
+
+
+def deadline_store() -> DeadlineStore:
+    """The process-wide store that ``auto`` listeners share."""
+    global _STORE
+    if _STORE is None:
+        _STORE = DeadlineStore(PROTOCOL, lesson)
+    return _STORE
+
+
+def sinks() -> list[DeadlineStore]:
+    """Event sinks this protocol wants on the bus (the engine's CLI adds them)."""
+    return [deadline_store()]
 
 
 def make(spec: TarpitSpec) -> HttpBait:
