@@ -7,9 +7,11 @@ import shutil
 import socket
 import subprocess
 import sys
+from typing import NamedTuple
 
 import pytest
 
+from tarry.bait import Bounds
 from tarry.config import DEFAULT_CONFIG, ConfigError, EndlesshConfig, load_endlessh, parse
 
 GOOD = '[[tarpit]]\nprotocol = "ssh"\nlisten = ["127.0.0.1:0"]\n'
@@ -50,11 +52,11 @@ def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> s
         ("[[tarpit]]\nprotocol = 'ssh'\nlisten = ['127.0.0.1:0']\ndelay = true\n", ["delay"]),
         (
             "[[tarpit]]\nprotocol = 'ssh'\nlisten = ['127.0.0.1:0']\nmax_clients = 0\n",
-            ["max_clients", "at least 1"],
+            ["max_clients", "from 1 to"],
         ),
         (
             "[[tarpit]]\nprotocol = 'ssh'\nlisten = ['127.0.0.1:0']\nline_length = 256\n",
-            ["line_length", "3 and 255"],
+            ["line_length", "from 3 to 255"],
         ),
         ("[[tarpit]]\nprotocol = 'ssh'\nlisten = ['127.0.0.1:0']\njitter = 1.5\n", ["jitter"]),
         ("[[tarpit]]\nprotocol = 'gopher'\nlisten = ['127.0.0.1:0']\n", ["protocol", "gopher"]),
@@ -193,3 +195,106 @@ def test_endlessh_config_errors(tmp_path, text: str, message: str) -> None:
     warnings: list[str] = []
     load_endlessh(cfg, str(path), hard=False, warn=warnings.append)
     assert cfg == EndlesshConfig() and len(warnings) == 1 and message in warnings[0]
+
+
+# ---- every numeric key: finite and bounded (issue 17, item 8) -----------------
+
+
+class NumericKey(NamedTuple):
+    table: str  # how the error line names the table
+    head: str  # the config text up to the key
+    key: str
+    bounds: Bounds
+
+
+def numeric_keys() -> list[NumericKey]:
+    """Every numeric key a config file may set, read from the declarations, so
+    that a key added later is covered too."""
+    from tarry.baits import registry
+    from tarry.config import COMMON, LIMITS, WORKERS_OPTION, WRITE_TIMEOUT_OPTION
+    from tarry.observe import SECTIONS
+
+    out: list[NumericKey] = []
+    for proto, module in sorted(registry().items()):
+        head = f'[[tarpit]]\nprotocol = "{proto}"\nlisten = ["127.0.0.1:0"]\n'
+        for key, opt in {**COMMON, **module.OPTIONS}.items():
+            if opt.bounds is not None:
+                out.append(NumericKey(f"[[tarpit]] #1 ({proto})", head, key, opt.bounds))
+    for key, opt in (("write_timeout", WRITE_TIMEOUT_OPTION), ("workers", WORKERS_OPTION)):
+        assert opt.bounds is not None
+        out.append(NumericKey("[engine]", GOOD + "[engine]\n", key, opt.bounds))
+    for key, opt in LIMITS.items():
+        if opt.bounds is not None:
+            out.append(NumericKey("[limits]", GOOD + "[limits]\n", key, opt.bounds))
+    for section, keys in SECTIONS.items():
+        for key, spec in keys.items():
+            if spec.bounds is not None:
+                out.append(NumericKey(f"[{section}]", GOOD + f"[{section}]\n", key, spec.bounds))
+    return out
+
+
+NUMERIC_KEYS = numeric_keys()
+
+
+def test_the_numeric_key_table_is_complete() -> None:
+    """The table comes from the declarations: it must not come out empty, and a
+    numeric option without bounds cannot even be declared."""
+    names = {(k.table.split(" #")[0], k.key) for k in NUMERIC_KEYS}
+    for expected in [
+        ("[[tarpit]]", "delay"),
+        ("[[tarpit]]", "first_delay"),
+        ("[[tarpit]]", "session_limit"),
+        ("[[tarpit]]", "tls_stutter"),
+        ("[[tarpit]]", "request_timeout"),
+        ("[engine]", "write_timeout"),
+        ("[engine]", "workers"),
+        ("[limits]", "max_clients"),
+        ("[history]", "flush_interval"),
+        ("[metrics]", "per_ip_expiry"),
+        ("[log]", "buffer"),
+    ]:
+        assert expected in names, expected
+    from tarry.bait import Option
+    from tarry.observe import Key
+
+    with pytest.raises(TypeError, match="bounds"):
+        Option(1.0, (int, float), "a wait")
+    with pytest.raises(TypeError, match="bounds"):
+        Key(1, int)
+
+
+def run_env(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``tarry`` with its state directory in ``tmp_path``: should a bad config be
+    taken, ``serve`` writes nothing where the user's tarry keeps its history."""
+    env = {**os.environ, "STATE_DIRECTORY": str(tmp_path), "XDG_STATE_HOME": str(tmp_path)}
+    cmd = [sys.executable, "-m", "tarry", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+
+
+@pytest.mark.parametrize(
+    "case", NUMERIC_KEYS, ids=[f"{k.table.split()[-1].strip('[]()')}-{k.key}" for k in NUMERIC_KEYS]
+)
+def test_non_finite_and_huge_numbers_are_one_line(tmp_path, case: NumericKey) -> None:
+    """inf, nan and 1e308 once passed the checks, and every accept then raised
+    OverflowError. Each is refused, by check-config and serve alike, in one line
+    that names the file, the table, the key and the range it takes."""
+    path = tmp_path / "bad.toml"
+    for value in ("inf", "nan", "1e308", "-1e308"):
+        path.write_text(case.head + f"{case.key} = {value}\n")
+        for args in (["check-config", str(path)], ["serve", "-c", str(path)]):
+            result = run_env(tmp_path, *args)
+            assert result.returncode == 1, (args, value, result.stderr)
+            one_line_error(result, f"tarry: {path}: {case.table} ", case.key, case.bounds.text())
+    # integers far past any bound (the same code path: checked in-process)
+    for value in ("99999999999999999999", "-99999999999999999999"):
+        with pytest.raises(ConfigError) as err:
+            parse(case.head + f"{case.key} = {value}\n", str(path))
+        assert f"{case.key}: " in str(err.value) and case.bounds.text() in str(err.value)
+
+
+def test_an_integer_too_long_to_read_is_one_line(tmp_path) -> None:
+    """tomllib raises a bare ValueError for an integer of over 4,300 digits."""
+    path = tmp_path / "bad.toml"
+    path.write_text(GOOD + "delay = " + "9" * 5000 + "\n")
+    for args in (["check-config", str(path)], ["serve", "-c", str(path)]):
+        one_line_error(run_env(tmp_path, *args), f"tarry: {path}: not valid TOML")

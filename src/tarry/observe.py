@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .admin import DEFAULT_LISTEN, bind_error
+from .bait import MAX_SECONDS, Bounds, is_numeric, shown
 from .events import Sink
 from .sinks import FACILITIES, _stderr, syslog_address
 
@@ -33,9 +34,16 @@ class ObserveError(Exception):
 
 @dataclass(frozen=True)
 class Key:
+    """One key of a section; as with ``bait.Option``, every numeric key has bounds."""
+
     default: Any
     kind: type | tuple[type, ...]
     check: Callable[[Any], str | None] | None = None
+    bounds: Bounds | None = None
+
+    def __post_init__(self) -> None:
+        if is_numeric(self.kind) and self.bounds is None:
+            raise TypeError("a numeric key declares its bounds")
 
 
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
@@ -43,14 +51,6 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
         return None if v in choices else "must be one of " + ", ".join(repr(c) for c in choices)
 
     return check
-
-
-def _at_least(low: float) -> Callable[[Any], str | None]:
-    return lambda v: None if v >= low else f"must be at least {low:g}"
-
-
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "must be more than 0"
 
 
 def _listen(v: str) -> str | None:
@@ -88,6 +88,10 @@ def _host_name(v: str) -> str | None:
 
 
 NUM = (int, float)
+EVENTS = Bounds(1, 10_000_000)  # events buffered in memory
+SESSIONS = Bounds(0, 10_000_000)
+DAYS = Bounds(0, 36500, unit=" days")
+SECONDS = Bounds(0, MAX_SECONDS, above=True, unit=" seconds")
 SECTIONS: dict[str, dict[str, Key]] = {
     "log": {
         "level": Key("info", str, _one_of("none", "info", "debug")),
@@ -99,26 +103,26 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "syslog_facility": Key("daemon", str, _one_of(*sorted(FACILITIES))),
         "syslog_format": Key("endlessh", str, _one_of("endlessh", "json")),
         "syslog_tcp": Key(False, bool),
-        "buffer": Key(10000, int, _at_least(1)),
+        "buffer": Key(10000, int, bounds=EVENTS),
     },
     "history": {
         "enabled": Key(True, bool),
         "path": Key("", str),
         "url": Key("", str, _history_url),
         "host": Key("", str, _host_name),
-        "retention_days": Key(90, NUM, _at_least(0)),
-        "flush_interval": Key(1.0, NUM, _positive),
-        "batch": Key(1000, int, _at_least(1)),
-        "buffer": Key(100000, int, _at_least(1)),
-        "learn_days": Key(30, NUM, _at_least(0)),
-        "learn_sessions": Key(100000, int, _at_least(0)),
-        "learn_refresh": Key(60.0, NUM, _at_least(0)),
+        "retention_days": Key(90, NUM, bounds=DAYS),
+        "flush_interval": Key(1.0, NUM, bounds=Bounds(0, 3600, above=True, unit=" seconds")),
+        "batch": Key(1000, int, bounds=Bounds(1, 1_000_000)),
+        "buffer": Key(100000, int, bounds=EVENTS),
+        "learn_days": Key(30, NUM, bounds=DAYS),
+        "learn_sessions": Key(100000, int, bounds=SESSIONS),
+        "learn_refresh": Key(60.0, NUM, bounds=Bounds(0, 86400, unit=" seconds")),
     },
     "metrics": {
         "enabled": Key(True, bool),
         "per_ip": Key(False, bool),
-        "per_ip_max": Key(1000, int, _at_least(1)),
-        "per_ip_expiry": Key(3600.0, NUM, _positive),
+        "per_ip_max": Key(1000, int, bounds=Bounds(1, 1_000_000)),
+        "per_ip_expiry": Key(3600.0, NUM, bounds=SECONDS),
     },
     "geo": {
         "enabled": Key(True, bool),
@@ -131,12 +135,11 @@ SECTIONS: dict[str, dict[str, Key]] = {
 }
 
 
-def _type_name(kind: type | tuple[type, ...]) -> str:
+def _type_name(kind: type | tuple[type, ...], bounds: Bounds | None = None) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    if kinds == NUM:
-        return "a number"
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
+    name = "a number" if kinds == NUM else " or ".join(names.get(k, k.__name__) for k in kinds)
+    return f"{name} {bounds.text()}" if bounds is not None else name
 
 
 def validate_sections(doc: Mapping[str, Any]) -> list[str]:
@@ -157,7 +160,13 @@ def validate_sections(doc: Mapping[str, Any]) -> list[str]:
                 continue
             kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
             if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                errors.append(f"{name}: must be {_type_name(spec.kind)}, not {value!r}")
+                errors.append(
+                    f"{name}: must be {_type_name(spec.kind, spec.bounds)}, not {shown(value)}"
+                )
+                continue
+            problem = spec.bounds.problem(value) if spec.bounds else None
+            if problem:
+                errors.append(f"{name}: {problem} (got {shown(value)})")
                 continue
             problem = spec.check(value) if spec.check else None
             if problem:
