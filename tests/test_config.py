@@ -142,6 +142,14 @@ def test_default_config_is_valid_and_printed() -> None:
         (["-p"], "option -p requires argument"),
         (["extra"], "too many arguments"),
         (["-f", "/nonexistent/endlessh.conf"], "/nonexistent/endlessh.conf"),
+        # numbers past any bound, negative, or not numbers at all
+        (["-d", "99999999999999999999"], "Invalid delay: 99999999999999999999"),
+        (["-d", "-1"], "Invalid delay: -1"),
+        (["-d", "1e3"], "Invalid delay: 1e3"),
+        (["-d", "9" * 5000], "Invalid delay: 9999"),
+        (["-m", "99999999999999999999"], "Invalid max clients: 99999999999999999999"),
+        (["-l", "nan"], "Invalid line length: nan"),
+        (["-p", "-1"], "Invalid port: -1"),
     ],
 )
 def test_tarry_ssh_bad_flags_are_one_line(args: list[str], needle: str) -> None:

@@ -169,8 +169,8 @@ def test_table_has_every_section(db):
         (["--until", "2026-13-45"], "--until: cannot read"),
         (["--since", "2026-11-02", "--until", "2026-11-01"], "--since must be before --until"),
         (["--format", "xml"], "invalid choice"),
-        (["--top", "0"], "--top must be at least 1"),
-        (["--top", "many"], "invalid int value"),
+        (["--top", "0"], "--top: must be an integer from 1 to"),
+        (["--top", "many"], "--top: must be an integer from 1 to 100000, not 'many'"),
         (["--bogus"], "unrecognized arguments"),
     ],
 )
@@ -266,3 +266,53 @@ def test_the_history_named_by_a_config_file(db, tmp_path):
     bad.write_text("[history]\nretention_days = 'x'\n")
     code, out, err = run("-c", str(bad))
     assert code == 2 and err.count("\n") == 1 and "retention_days" in err
+
+
+HUGE = "100000000000000000000"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["report", "--top", HUGE], "--top: must be an integer from 1 to 100000"),
+        (["report", "--top", "-" + HUGE], "--top: must be an integer from 1 to 100000"),
+        (["report", "--top", "100001"], "--top: must be an integer from 1 to 100000"),
+        (["report", "--top", "-1"], "--top: must be an integer from 1 to 100000"),
+        (["report", "--top", "1e3"], "--top: must be an integer from 1 to 100000, not '1e3'"),
+        (["report", "--top", "nan"], "not 'nan'"),
+        (["report", "--top", "9" * 5000], "--top: must be an integer from 1 to"),
+        (["report", "--since", "99999999999999999999d"], "--since: '99999999999999999999d' is too"),
+        (["report", "--since", "36501d"], "at most 36500d"),
+        (["report", "--since", "9" * 400 + "w"], "--since: '9999"),
+        (["report", "--until", HUGE + "s"], "--until: "),
+        (["report", "--since=-5d"], "--since: cannot read '-5d'"),
+        (["report", "--since", "infd"], "--since: cannot read 'infd'"),
+        (["report", "--until", "10000-01-01"], "--until: cannot read"),
+    ],
+)
+def test_huge_negative_and_non_numbers_on_the_command_line(db, argv, needle):
+    """``--top 1e20`` and ``--since 99999999999999999999d`` printed a traceback and
+    exited 1 (an SQLite integer overflow, and a year out of range). The real
+    command, as a user runs it: one line, status 2."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tarry", *argv, "--db", db],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tarry report: error: "), result.stderr
+    assert needle in lines[0], lines[0]
+    assert len(lines[0]) < 200  # the input is cut short, not echoed 5,000 digits long
+
+
+def test_the_widest_bounds_still_report(db):
+    code, out, err = run("--db", db, "--top", "100000", "--since", "36500d", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["summary"]["sessions"] == len(SESSIONS)
