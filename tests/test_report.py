@@ -316,3 +316,100 @@ def test_the_widest_bounds_still_report(db):
     code, out, err = run("--db", db, "--top", "100000", "--since", "36500d", "--format", "json")
     assert code == 0, err
     assert json.loads(out)["summary"]["sessions"] == len(SESSIONS)
+
+
+# ---- CSV formula injection (issue 17, item 6) ------------------------------------
+
+FORMULAS = [
+    "=cmd|' /C calc'!A0",
+    "+1+cmd|' /C calc'!A0",
+    "-2+3+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+]
+
+
+def csv_rows(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+def assert_no_formula(rows: list[list[str]]) -> None:
+    for row in rows:
+        for value in row:
+            assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), row
+
+
+def test_csv_neutralises_formulas_sent_by_a_real_client(tmp_path):
+    """User-Agents a spreadsheet would run, sent by curl to a real tarry: in the
+    CSV report each is a text cell starting with ', as OWASP advises."""
+    import subprocess
+    import sys
+
+    from support import need, start_tarry, wait_until
+
+    curl = need("curl")
+    db = tmp_path / "h.sqlite3"
+    t = start_tarry(
+        f'[history]\npath = "{db}"\nflush_interval = 0.1\n[admin]\nlisten = ""\n'
+        '[[tarpit]]\nprotocol = "http"\nlisten = ["127.0.0.1:0"]\ndelay = 0.2\n'
+    )
+    try:
+        url = f"http://127.0.0.1:{t.port('http')}/"
+        clients = [
+            subprocess.Popen(
+                [curl, "-sS", "-o", "/dev/null", "--max-time", "1", "-H", f"User-Agent: {ua}", url],
+                stderr=subprocess.DEVNULL,
+            )
+            for ua in FORMULAS
+        ]
+        for c in clients:
+            c.wait(timeout=20)
+        wait_until(lambda: t.count(r" CLOSE ") >= len(FORMULAS), 10, "a CLOSE per client")
+    finally:
+        t.stop()
+    result = subprocess.run(
+        [sys.executable, "-m", "tarry", "report", "--db", str(db), "--format", "csv"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = csv_rows(result.stdout)
+    software = {r[2] for r in rows if r[0] == "top_software"}
+    assert software == {"'" + ua for ua in FORMULAS}, software
+    assert_no_formula(rows)
+
+
+def test_csv_neutralises_every_formula_start_in_every_column(tmp_path):
+    """Through the history store's own API: a tab and a CR too (which a real
+    client cannot put at the start of a header value), in a host name and a
+    country as well as the software; other cells are left as they are."""
+    nasty = ["=1+1", "+1", "-1", "@A1", "\t=1+1", "\r=1+1"]
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(path, host="=HYPERLINK(1)", retention_days=0)
+    store.start()
+    for i, value in enumerate([*nasty, "curl/8.5.0"]):
+        store.emit(
+            Event(
+                kind=CLOSE,
+                time=DAY1 + i,
+                proto="http",
+                host="::ffff:192.0.2.1",
+                port=i,
+                duration=1.0,
+                notes=(("user_agent", value),),
+                country="-X" if i == 0 else "NL",
+            )
+        )
+    store.close()
+    code, out, err = run("--db", str(path), "--format", "csv", "--top", "100")
+    assert code == 0, err
+    rows = csv_rows(out)
+    assert_no_formula(rows)
+    software = {r[2] for r in rows if r[0] == "top_software"}
+    assert software == {"'" + v for v in nasty} | {"curl/8.5.0"}
+    assert {r[2] for r in rows if r[0] == "hosts"} == {"'=HYPERLINK(1)"}
+    assert {r[2] for r in rows if r[0] == "top_countries"} == {"'-X", "NL"}
+    assert {r[2] for r in rows if r[0] == "top_ips"} == {"192.0.2.1"}
+    # JSON is not for spreadsheets: it keeps the text exact
+    _, out, _ = run("--db", str(path), "--format", "json", "--top", "100")
+    assert {r["software"] for r in json.loads(out)["top_software"]} == {*nasty, "curl/8.5.0"}

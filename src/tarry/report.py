@@ -473,9 +473,35 @@ def write_table(data: dict[str, Any], out: TextIO) -> None:
     )
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula gets a leading ``'``
+    (OWASP, CSV injection): peers choose the software column (``=cmd|' /C calc'!A0``)."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+class _SafeWriter:
+    """``csv.writer`` with every cell through ``cell``. A row with a CR in it is
+    quoted whole: with "\n" line ends the csv module leaves a bare CR unquoted,
+    and readers then see a line break inside the field."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._writer = csv.writer(out, lineterminator="\n")
+        self._quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+    def writerow(self, row: Sequence[Any]) -> None:
+        cells = [cell(v) for v in row]
+        cr = any(isinstance(v, str) and "\r" in v for v in cells)
+        (self._quoted if cr else self._writer).writerow(cells)
+
+
 def write_csv(data: dict[str, Any], out: TextIO) -> None:
     """One flat table: section, proto, key, sessions, seconds (empty where not meaningful)."""
-    wr = csv.writer(out, lineterminator="\n")
+    wr = _SafeWriter(out)
     wr.writerow(["section", "proto", "key", "sessions", "seconds"])
     s = data["summary"]
     wr.writerow(["summary", "", "sessions", s["sessions"], ""])
