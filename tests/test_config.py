@@ -306,3 +306,68 @@ def test_an_integer_too_long_to_read_is_one_line(tmp_path) -> None:
     path.write_text(GOOD + "delay = " + "9" * 5000 + "\n")
     for args in (["check-config", str(path)], ["serve", "-c", str(path)]):
         one_line_error(run_env(tmp_path, *args), f"tarry: {path}: not valid TOML")
+
+
+# ---- check-config runs serve's checks (issue 17, item 11) ------------------------
+
+
+def test_check_config_refuses_what_serve_refuses(tmp_path) -> None:
+    """A missing geo database, a busy [admin] port and a busy listener: each
+    once passed check-config and then stopped serve. Both now say the same line."""
+    root = "[privileges]\nallow_root = true\n" if os.geteuid() == 0 else ""
+    path = tmp_path / "t.toml"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = f"127.0.0.1:{port}"
+        cases = [
+            (f'[admin]\nlisten = "{busy}"\n', ["admin.listen", busy, "in use"]),
+            (f'[geo]\nmmdb = "{tmp_path / "none.mmdb"}"\n', ["geo.mmdb", "no such file"]),
+            (GOOD.replace(":0", f":{port}"), ["[[tarpit]] #2", "listen", busy, "in use"]),
+            # serve with workers takes its own path to the same checks
+            (f'[engine]\nworkers = 2\n[admin]\nlisten = "{busy}"\n', ["admin.listen", busy]),
+        ]
+        for extra, needles in cases:
+            path.write_text(GOOD + root + "[history]\nenabled = false\n" + extra)
+            checked = one_line_error(run_env(tmp_path, "check-config", str(path)), *needles)
+            served = one_line_error(run_env(tmp_path, "serve", "-c", str(path)), *needles)
+            assert checked == served == f"tarry: {path}: " + checked.split(f"{path}: ", 1)[1]
+        # --no-bind leaves the addresses alone (a running tarry holds them)
+        path.write_text(GOOD + root + cases[0][0])
+        result = run_env(tmp_path, "check-config", "--no-bind", str(path))
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+    # and the admin address is let go again: serve can take it at once
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", 0))
+        port = again.getsockname()[1]
+    path.write_text(
+        GOOD + root + f'[history]\nenabled = false\n[admin]\nlisten = "127.0.0.1:{port}"\n'
+    )
+    result = run_env(tmp_path, "check-config", str(path))
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    with socket.socket() as s:  # nothing of check-config's is left holding it
+        s.bind(("127.0.0.1", port))
+
+
+def test_a_taken_default_admin_port_is_a_warning_in_check_config_too(tmp_path) -> None:
+    """serve runs without the dashboard when the default 127.0.0.1:8787 is taken;
+    check-config says the same warning, and passes."""
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        blocker.bind(("127.0.0.1", 8787))
+        blocker.listen()
+    except OSError:
+        pass  # something else holds it already: just as good
+    try:
+        path = tmp_path / "t.toml"
+        path.write_text(GOOD + "[history]\nenabled = false\n")
+        result = run_env(tmp_path, "check-config", str(path))
+    finally:
+        blocker.close()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "tarry: dashboard off: admin.listen = '127.0.0.1:8787': address already in use"
+    ]

@@ -14,7 +14,9 @@ extra is an error.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -215,37 +217,66 @@ class Observability:
     admin_token: str
 
 
-def build(
-    doc: Mapping[str, Any],
-    stdout: TextIO | None = None,
-    report: Report = _stderr,
-) -> tuple[list[Sink], Starter | None]:
-    """Sinks for the bus, and ``start(snapshot, held, live=None)`` for the admin listener.
+def admin_bind_error(listen: str) -> str | None:
+    """Why the admin listener could not bind ``listen``, or None: found by
+    binding every address it resolves to as asyncio's ``create_server`` does
+    for aiohttp (SO_REUSEADDR, IPv6 only on IPv6), listening, and letting go."""
+    from .admin import split_listen
 
-    Raises ObserveError (one line) when a configured part cannot be used. The
-    starter is None when the admin listener is off or its extra is missing and
-    it was not configured. ``await start(...)`` returns an ``AdminServer``
-    (``.port``, ``.url``, ``await .close()``) or raises ``AdminError``.
-    """
-    admin = doc.get("admin")
-    explicit = bool(admin) and admin.get("listen", DEFAULT_LISTEN) != ""
-    if explicit and not (_have("aiohttp") and _have("pygal")):
-        raise ObserveError("[admin] needs the 'dashboard' extra (pip install 'tarry[dashboard]')")
-    obs = assemble(doc, stdout=stdout, report=report)
-    return obs.sinks, starter(obs, report)
+    host, port = split_listen(listen)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"admin.listen = {listen!r}: {exc.strerror or exc}"
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _name, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+                sock.listen(1)
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    continue  # asyncio skips a family the host does not have
+                why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+                return f"admin.listen = {listen!r}: {why or exc}"
+    finally:
+        for sock in socks:
+            sock.close()
+    return None
 
 
-def assemble(
-    doc: Mapping[str, Any], stdout: TextIO | None = None, report: Report = _stderr
-) -> Observability:
+@dataclass
+class Preflight:
+    """What ``preflight`` found that ``assemble`` uses rather than finding it again."""
+
+    lookup: Any  # the country lookup, None when off
+    admin: bool  # start the admin listener
+
+
+def preflight(doc: Mapping[str, Any], bind: bool = True, report: Report = _stderr) -> Preflight:
+    """Every start-up check of these sections that writes nothing: ``serve``
+    runs it (through ``build``) and so does ``check-config``, so that a config
+    check-config passes is not refused by serve. Raises ObserveError (one line).
+
+    ``bind`` tries the admin listen address (bind, then release). A configured
+    [admin] that cannot bind is an error; the default one only a warning, as
+    serve then runs without the dashboard."""
     errors = validate_sections(doc)
     if errors:
         raise ObserveError(errors[0])
     cfg = settings(doc)
-    sinks: list[Sink] = []
+    admin = doc.get("admin")
+    explicit = bool(admin) and admin.get("listen", DEFAULT_LISTEN) != ""
+    dashboard = _have("aiohttp") and _have("pygal")
+    if explicit and not dashboard:
+        raise ObserveError("[admin] needs the 'dashboard' extra (pip install 'tarry[dashboard]')")
 
-    # Country first: it fills Event.country for every sink after it.
-    from .geo import CountryTagger, GeoError, make_lookup
+    from .geo import GeoError, make_lookup
 
     geo = cfg["geo"]
     lookup = None
@@ -254,6 +285,56 @@ def assemble(
             lookup = make_lookup(geo["mmdb"])
         except GeoError as exc:
             raise ObserveError(str(exc)) from exc
+
+    listen = cfg["admin"]["listen"]
+    start = bool(listen) and dashboard
+    if start and bind:
+        problem = admin_bind_error(listen)
+        if problem and "admin" in doc:
+            raise ObserveError(problem)
+        if problem:
+            report(f"tarry: dashboard off: {problem}")
+            start = False
+    return Preflight(lookup, start)
+
+
+def build(
+    doc: Mapping[str, Any],
+    stdout: TextIO | None = None,
+    report: Report = _stderr,
+    checked: Preflight | None = None,
+) -> tuple[list[Sink], Starter | None]:
+    """Sinks for the bus, and ``start(snapshot, held, live=None)`` for the admin listener.
+
+    Raises ObserveError (one line) when a configured part cannot be used. The
+    starter is None when the admin listener is off, its extra is missing and
+    it was not configured, or the default address is taken. ``await start(...)``
+    returns an ``AdminServer`` (``.port``, ``.url``, ``await .close()``) or
+    raises ``AdminError``. ``checked`` is what ``preflight`` found, when the
+    caller ran it (serve does, before it drops privileges).
+    """
+    if checked is None:
+        checked = preflight(doc, report=report)
+    obs = assemble(doc, stdout=stdout, report=report, checked=checked)
+    return obs.sinks, starter(obs, report) if checked.admin else None
+
+
+def assemble(
+    doc: Mapping[str, Any],
+    stdout: TextIO | None = None,
+    report: Report = _stderr,
+    checked: Preflight | None = None,
+) -> Observability:
+    if checked is None:
+        checked = preflight(doc, bind=False, report=report)
+    cfg = settings(doc)
+    sinks: list[Sink] = []
+
+    # Country first: it fills Event.country for every sink after it.
+    from .geo import CountryTagger
+
+    lookup = checked.lookup
+    if lookup is not None:
         sinks.append(CountryTagger(lookup))
 
     log = cfg["log"]
