@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from tarry.bait import STATE_MAX, Step, TarpitSpec
 from tarry.baits import http as H
 from tarry.baits import registry
+from tarry.config import ConfigError, check_value
 
 NOW = 1_763_712_000.0  # a fixed clock: 2025-11-21
 
@@ -166,8 +167,8 @@ def test_registered_and_options_valid():
     ],
 )
 def test_bad_options_rejected(key, value):
-    check = H.OPTIONS[key].check
-    assert check is not None and check(value)
+    with pytest.raises(ConfigError, match=key):
+        check_value("", key, value, H.OPTIONS[key])
 
 
 def test_state_word_round_trip():
