@@ -37,8 +37,7 @@ def make_bait(seed: int = 1, delay: float = 5.0, jitter: float = 0.0, **options)
     opts = {k: o.default for k, o in H.OPTIONS.items()}
     opts.update(options)
     for key, value in opts.items():
-        check = H.OPTIONS[key].check
-        assert check is None or check(value) is None, (key, value)
+        check_value("", key, value, H.OPTIONS[key])
     spec = TarpitSpec("http", ["127.0.0.1:0"], delay, 100, jitter, opts)
     return H.HttpBait(spec, rand=random.Random(seed), clock=lambda: NOW)
 
