@@ -371,3 +371,14 @@ def test_a_taken_default_admin_port_is_a_warning_in_check_config_too(tmp_path) -
     assert result.stderr.splitlines() == [
         "tarry: dashboard off: admin.listen = '127.0.0.1:8787': address already in use"
     ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the user to become is looked up only as root")
+def test_check_config_looks_up_the_user_to_become(tmp_path) -> None:
+    """As root, serve becomes [privileges] user: one that does not exist once
+    passed check-config and stopped serve."""
+    path = tmp_path / "t.toml"
+    path.write_text(GOOD + '[privileges]\nuser = "tarry-no-such-user"\n')
+    needles = [str(path), "[privileges] user: no user named 'tarry-no-such-user'"]
+    checked = one_line_error(run_env(tmp_path, "check-config", str(path)), *needles)
+    assert checked == one_line_error(run_env(tmp_path, "serve", "-c", str(path)), *needles)

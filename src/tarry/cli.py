@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getopt
+import os
 import signal
 import socket
 import sys
@@ -177,8 +178,16 @@ def _drop_privileges(cfg: Config) -> None:
 
 
 def prepare(cfg: Config) -> tuple[list[Bait], Callable[[], asyncio.AbstractEventLoop] | None]:
-    """The baits and the event loop factory: the checks serve and check-config
-    share before binding (ConfigError when one cannot be made)."""
+    """The baits and the event loop factory, and, as root, the user and group
+    to become: the checks serve and check-config share before binding
+    (ConfigError when one fails)."""
+    if os.geteuid() == 0 and not cfg.allow_root:
+        from .privileges import PrivilegeError, resolve
+
+        try:
+            resolve(cfg.user, cfg.group)
+        except PrivilegeError as exc:
+            raise ConfigError(f"{cfg.path}: {exc}") from None
     return make_baits(cfg.tarpits, _where(cfg.path)), _event_loop_factory(cfg.loop)
 
 

@@ -97,8 +97,9 @@ examples:
 
 CHECK = """\
 Run the checks `tarry serve -c FILE` runs before it holds anyone, in the
-same code: read FILE, build every bait, open the [geo] database, and bind
-each listen address and the [admin] one once (then close it again), so that
+same code: read FILE, build every bait, look up the [privileges] user and
+group (as root), open the [geo] database, and bind each listen address and
+the [admin] one once (then close it again), so that
 a mistake shows before a reload or a restart. Binding ports below 1024 needs
 the privileges that serving them does; addresses a running tarry (or systemd)
 listens on are busy, so check those with --no-bind.
