@@ -382,3 +382,25 @@ def test_check_config_looks_up_the_user_to_become(tmp_path) -> None:
     needles = [str(path), "[privileges] user: no user named 'tarry-no-such-user'"]
     checked = one_line_error(run_env(tmp_path, "check-config", str(path)), *needles)
     assert checked == one_line_error(run_env(tmp_path, "serve", "-c", str(path)), *needles)
+
+
+def test_check_config_refuses_uvloop_when_it_is_not_installed(tmp_path) -> None:
+    """loop = "uvloop" without the 'fast' extra stopped serve and passed
+    check-config. uvloop is hidden by a package of that name that fails to import."""
+    hide = tmp_path / "hide" / "uvloop"
+    hide.mkdir(parents=True)
+    (hide / "__init__.py").write_text("raise ImportError('uvloop is not installed')\n")
+    path = tmp_path / "t.toml"
+    path.write_text('[engine]\nloop = "uvloop"\n' + GOOD)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(hide.parent), os.environ.get("PYTHONPATH", "")]),
+        "XDG_STATE_HOME": str(tmp_path),
+    }
+    needles = [f"{path}: [engine] loop = \"uvloop\" needs the 'fast' extra"]
+    lines = []
+    for args in (["check-config", str(path)], ["serve", "-c", str(path)]):
+        cmd = [sys.executable, "-m", "tarry", *args]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+        lines.append(one_line_error(result, *needles))
+    assert lines[0] == lines[1]

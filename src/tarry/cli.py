@@ -188,7 +188,11 @@ def prepare(cfg: Config) -> tuple[list[Bait], Callable[[], asyncio.AbstractEvent
             resolve(cfg.user, cfg.group)
         except PrivilegeError as exc:
             raise ConfigError(f"{cfg.path}: {exc}") from None
-    return make_baits(cfg.tarpits, _where(cfg.path)), _event_loop_factory(cfg.loop)
+    baits = make_baits(cfg.tarpits, _where(cfg.path))
+    try:
+        return baits, _event_loop_factory(cfg.loop)
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg.path}: {exc}") from None
 
 
 def serve(path: str | None) -> int:
