@@ -231,7 +231,10 @@ def admin_bind_error(listen: str) -> str | None:
     socks: list[socket.socket] = []
     try:
         for family, kind, proto, _name, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # as asyncio does: a family this kernel cannot make
             socks.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
