@@ -7,9 +7,11 @@ import shutil
 import socket
 import subprocess
 import sys
+from typing import NamedTuple
 
 import pytest
 
+from tarry.bait import Bounds
 from tarry.config import DEFAULT_CONFIG, ConfigError, EndlesshConfig, load_endlessh, parse
 
 GOOD = '[[tarpit]]\nprotocol = "ssh"\nlisten = ["127.0.0.1:0"]\n'
@@ -50,11 +52,11 @@ def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> s
         ("[[tarpit]]\nprotocol = 'ssh'\nlisten = ['127.0.0.1:0']\ndelay = true\n", ["delay"]),
         (
             "[[tarpit]]\nprotocol = 'ssh'\nlisten = ['127.0.0.1:0']\nmax_clients = 0\n",
-            ["max_clients", "at least 1"],
+            ["max_clients", "from 1 to"],
         ),
         (
             "[[tarpit]]\nprotocol = 'ssh'\nlisten = ['127.0.0.1:0']\nline_length = 256\n",
-            ["line_length", "3 and 255"],
+            ["line_length", "from 3 to 255"],
         ),
         ("[[tarpit]]\nprotocol = 'ssh'\nlisten = ['127.0.0.1:0']\njitter = 1.5\n", ["jitter"]),
         ("[[tarpit]]\nprotocol = 'gopher'\nlisten = ['127.0.0.1:0']\n", ["protocol", "gopher"]),
@@ -140,6 +142,14 @@ def test_default_config_is_valid_and_printed() -> None:
         (["-p"], "option -p requires argument"),
         (["extra"], "too many arguments"),
         (["-f", "/nonexistent/endlessh.conf"], "/nonexistent/endlessh.conf"),
+        # numbers past any bound, negative, or not numbers at all
+        (["-d", "99999999999999999999"], "Invalid delay: 99999999999999999999"),
+        (["-d", "-1"], "Invalid delay: -1"),
+        (["-d", "1e3"], "Invalid delay: 1e3"),
+        (["-d", "9" * 5000], "Invalid delay: 9999"),
+        (["-m", "99999999999999999999"], "Invalid max clients: 99999999999999999999"),
+        (["-l", "nan"], "Invalid line length: nan"),
+        (["-p", "-1"], "Invalid port: -1"),
     ],
 )
 def test_tarry_ssh_bad_flags_are_one_line(args: list[str], needle: str) -> None:
@@ -193,3 +203,204 @@ def test_endlessh_config_errors(tmp_path, text: str, message: str) -> None:
     warnings: list[str] = []
     load_endlessh(cfg, str(path), hard=False, warn=warnings.append)
     assert cfg == EndlesshConfig() and len(warnings) == 1 and message in warnings[0]
+
+
+# ---- every numeric key: finite and bounded (issue 17, item 8) -----------------
+
+
+class NumericKey(NamedTuple):
+    table: str  # how the error line names the table
+    head: str  # the config text up to the key
+    key: str
+    bounds: Bounds
+
+
+def numeric_keys() -> list[NumericKey]:
+    """Every numeric key a config file may set, read from the declarations, so
+    that a key added later is covered too."""
+    from tarry.baits import registry
+    from tarry.config import COMMON, LIMITS, WORKERS_OPTION, WRITE_TIMEOUT_OPTION
+    from tarry.observe import SECTIONS
+
+    out: list[NumericKey] = []
+    for proto, module in sorted(registry().items()):
+        head = f'[[tarpit]]\nprotocol = "{proto}"\nlisten = ["127.0.0.1:0"]\n'
+        for key, opt in {**COMMON, **module.OPTIONS}.items():
+            if opt.bounds is not None:
+                out.append(NumericKey(f"[[tarpit]] #1 ({proto})", head, key, opt.bounds))
+    for key, opt in (("write_timeout", WRITE_TIMEOUT_OPTION), ("workers", WORKERS_OPTION)):
+        assert opt.bounds is not None
+        out.append(NumericKey("[engine]", GOOD + "[engine]\n", key, opt.bounds))
+    for key, opt in LIMITS.items():
+        if opt.bounds is not None:
+            out.append(NumericKey("[limits]", GOOD + "[limits]\n", key, opt.bounds))
+    for section, keys in SECTIONS.items():
+        for key, spec in keys.items():
+            if spec.bounds is not None:
+                out.append(NumericKey(f"[{section}]", GOOD + f"[{section}]\n", key, spec.bounds))
+    return out
+
+
+NUMERIC_KEYS = numeric_keys()
+
+
+def test_the_numeric_key_table_is_complete() -> None:
+    """The table comes from the declarations: it must not come out empty, and a
+    numeric option without bounds cannot even be declared."""
+    names = {(k.table.split(" #")[0], k.key) for k in NUMERIC_KEYS}
+    for expected in [
+        ("[[tarpit]]", "delay"),
+        ("[[tarpit]]", "first_delay"),
+        ("[[tarpit]]", "session_limit"),
+        ("[[tarpit]]", "tls_stutter"),
+        ("[[tarpit]]", "request_timeout"),
+        ("[engine]", "write_timeout"),
+        ("[engine]", "workers"),
+        ("[limits]", "max_clients"),
+        ("[history]", "flush_interval"),
+        ("[metrics]", "per_ip_expiry"),
+        ("[log]", "buffer"),
+    ]:
+        assert expected in names, expected
+    from tarry.bait import Option
+    from tarry.observe import Key
+
+    with pytest.raises(TypeError, match="bounds"):
+        Option(1.0, (int, float), "a wait")
+    with pytest.raises(TypeError, match="bounds"):
+        Key(1, int)
+
+
+def run_env(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``tarry`` with its state directory in ``tmp_path``: should a bad config be
+    taken, ``serve`` writes nothing where the user's tarry keeps its history."""
+    env = {**os.environ, "STATE_DIRECTORY": str(tmp_path), "XDG_STATE_HOME": str(tmp_path)}
+    cmd = [sys.executable, "-m", "tarry", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+
+
+@pytest.mark.parametrize(
+    "case", NUMERIC_KEYS, ids=[f"{k.table.split()[-1].strip('[]()')}-{k.key}" for k in NUMERIC_KEYS]
+)
+def test_non_finite_and_huge_numbers_are_one_line(tmp_path, case: NumericKey) -> None:
+    """inf, nan and 1e308 once passed the checks, and every accept then raised
+    OverflowError. Each is refused, by check-config and serve alike, in one line
+    that names the file, the table, the key and the range it takes."""
+    path = tmp_path / "bad.toml"
+    for value in ("inf", "nan", "1e308", "-1e308"):
+        path.write_text(case.head + f"{case.key} = {value}\n")
+        for args in (["check-config", str(path)], ["serve", "-c", str(path)]):
+            result = run_env(tmp_path, *args)
+            assert result.returncode == 1, (args, value, result.stderr)
+            one_line_error(result, f"tarry: {path}: {case.table} ", case.key, case.bounds.text())
+    # integers far past any bound (the same code path: checked in-process)
+    for value in ("99999999999999999999", "-99999999999999999999"):
+        with pytest.raises(ConfigError) as err:
+            parse(case.head + f"{case.key} = {value}\n", str(path))
+        assert f"{case.key}: " in str(err.value) and case.bounds.text() in str(err.value)
+
+
+def test_an_integer_too_long_to_read_is_one_line(tmp_path) -> None:
+    """tomllib raises a bare ValueError for an integer of over 4,300 digits."""
+    path = tmp_path / "bad.toml"
+    path.write_text(GOOD + "delay = " + "9" * 5000 + "\n")
+    for args in (["check-config", str(path)], ["serve", "-c", str(path)]):
+        one_line_error(run_env(tmp_path, *args), f"tarry: {path}: not valid TOML")
+
+
+# ---- check-config runs serve's checks (issue 17, item 11) ------------------------
+
+
+def test_check_config_refuses_what_serve_refuses(tmp_path) -> None:
+    """A missing geo database, a busy [admin] port and a busy listener: each
+    once passed check-config and then stopped serve. Both now say the same line."""
+    root = "[privileges]\nallow_root = true\n" if os.geteuid() == 0 else ""
+    path = tmp_path / "t.toml"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = f"127.0.0.1:{port}"
+        cases = [
+            (f'[admin]\nlisten = "{busy}"\n', ["admin.listen", busy, "in use"]),
+            (f'[geo]\nmmdb = "{tmp_path / "none.mmdb"}"\n', ["geo.mmdb", "no such file"]),
+            (GOOD.replace(":0", f":{port}"), ["[[tarpit]] #2", "listen", busy, "in use"]),
+            # serve with workers takes its own path to the same checks
+            (f'[engine]\nworkers = 2\n[admin]\nlisten = "{busy}"\n', ["admin.listen", busy]),
+        ]
+        for extra, needles in cases:
+            path.write_text(GOOD + root + "[history]\nenabled = false\n" + extra)
+            checked = one_line_error(run_env(tmp_path, "check-config", str(path)), *needles)
+            served = one_line_error(run_env(tmp_path, "serve", "-c", str(path)), *needles)
+            assert checked == served == f"tarry: {path}: " + checked.split(f"{path}: ", 1)[1]
+        # --no-bind leaves the addresses alone (a running tarry holds them)
+        path.write_text(GOOD + root + cases[0][0])
+        result = run_env(tmp_path, "check-config", "--no-bind", str(path))
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+    # and the admin address is let go again: serve can take it at once
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", 0))
+        port = again.getsockname()[1]
+    path.write_text(
+        GOOD + root + f'[history]\nenabled = false\n[admin]\nlisten = "127.0.0.1:{port}"\n'
+    )
+    result = run_env(tmp_path, "check-config", str(path))
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    with socket.socket() as s:  # nothing of check-config's is left holding it
+        s.bind(("127.0.0.1", port))
+
+
+def test_a_taken_default_admin_port_is_a_warning_in_check_config_too(tmp_path) -> None:
+    """serve runs without the dashboard when the default 127.0.0.1:8787 is taken;
+    check-config says the same warning, and passes."""
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        blocker.bind(("127.0.0.1", 8787))
+        blocker.listen()
+    except OSError:
+        pass  # something else holds it already: just as good
+    try:
+        path = tmp_path / "t.toml"
+        path.write_text(GOOD + "[history]\nenabled = false\n")
+        result = run_env(tmp_path, "check-config", str(path))
+    finally:
+        blocker.close()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "tarry: dashboard off: admin.listen = '127.0.0.1:8787': address already in use"
+    ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the user to become is looked up only as root")
+def test_check_config_looks_up_the_user_to_become(tmp_path) -> None:
+    """As root, serve becomes [privileges] user: one that does not exist once
+    passed check-config and stopped serve."""
+    path = tmp_path / "t.toml"
+    path.write_text(GOOD + '[privileges]\nuser = "tarry-no-such-user"\n')
+    needles = [str(path), "[privileges] user: no user named 'tarry-no-such-user'"]
+    checked = one_line_error(run_env(tmp_path, "check-config", str(path)), *needles)
+    assert checked == one_line_error(run_env(tmp_path, "serve", "-c", str(path)), *needles)
+
+
+def test_check_config_refuses_uvloop_when_it_is_not_installed(tmp_path) -> None:
+    """loop = "uvloop" without the 'fast' extra stopped serve and passed
+    check-config. uvloop is hidden by a package of that name that fails to import."""
+    hide = tmp_path / "hide" / "uvloop"
+    hide.mkdir(parents=True)
+    (hide / "__init__.py").write_text("raise ImportError('uvloop is not installed')\n")
+    path = tmp_path / "t.toml"
+    path.write_text('[engine]\nloop = "uvloop"\n' + GOOD)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(hide.parent), os.environ.get("PYTHONPATH", "")]),
+        "XDG_STATE_HOME": str(tmp_path),
+    }
+    needles = [f"{path}: [engine] loop = \"uvloop\" needs the 'fast' extra"]
+    lines = []
+    for args in (["check-config", str(path)], ["serve", "-c", str(path)]):
+        cmd = [sys.executable, "-m", "tarry", *args]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+        lines.append(one_line_error(result, *needles))
+    assert lines[0] == lines[1]

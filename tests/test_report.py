@@ -169,8 +169,8 @@ def test_table_has_every_section(db):
         (["--until", "2026-13-45"], "--until: cannot read"),
         (["--since", "2026-11-02", "--until", "2026-11-01"], "--since must be before --until"),
         (["--format", "xml"], "invalid choice"),
-        (["--top", "0"], "--top must be at least 1"),
-        (["--top", "many"], "invalid int value"),
+        (["--top", "0"], "--top: must be an integer from 1 to"),
+        (["--top", "many"], "--top: must be an integer from 1 to 100000, not 'many'"),
         (["--bogus"], "unrecognized arguments"),
     ],
 )
@@ -266,3 +266,150 @@ def test_the_history_named_by_a_config_file(db, tmp_path):
     bad.write_text("[history]\nretention_days = 'x'\n")
     code, out, err = run("-c", str(bad))
     assert code == 2 and err.count("\n") == 1 and "retention_days" in err
+
+
+HUGE = "100000000000000000000"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["report", "--top", HUGE], "--top: must be an integer from 1 to 100000"),
+        (["report", "--top", "-" + HUGE], "--top: must be an integer from 1 to 100000"),
+        (["report", "--top", "100001"], "--top: must be an integer from 1 to 100000"),
+        (["report", "--top", "-1"], "--top: must be an integer from 1 to 100000"),
+        (["report", "--top", "1e3"], "--top: must be an integer from 1 to 100000, not '1e3'"),
+        (["report", "--top", "nan"], "not 'nan'"),
+        (["report", "--top", "9" * 5000], "--top: must be an integer from 1 to"),
+        (["report", "--since", "99999999999999999999d"], "--since: '99999999999999999999d' is too"),
+        (["report", "--since", "36501d"], "at most 36500d"),
+        (["report", "--since", "9" * 400 + "w"], "--since: '9999"),
+        (["report", "--until", HUGE + "s"], "--until: "),
+        (["report", "--since=-5d"], "--since: cannot read '-5d'"),
+        (["report", "--since", "infd"], "--since: cannot read 'infd'"),
+        (["report", "--until", "10000-01-01"], "--until: cannot read"),
+    ],
+)
+def test_huge_negative_and_non_numbers_on_the_command_line(db, argv, needle):
+    """``--top 1e20`` and ``--since 99999999999999999999d`` printed a traceback and
+    exited 1 (an SQLite integer overflow, and a year out of range). The real
+    command, as a user runs it: one line, status 2."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tarry", *argv, "--db", db],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tarry report: error: "), result.stderr
+    assert needle in lines[0], lines[0]
+    assert len(lines[0]) < 200  # the input is cut short, not echoed 5,000 digits long
+
+
+def test_the_widest_bounds_still_report(db):
+    code, out, err = run("--db", db, "--top", "100000", "--since", "36500d", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["summary"]["sessions"] == len(SESSIONS)
+
+
+# ---- CSV formula injection (issue 17, item 6) ------------------------------------
+
+FORMULAS = [
+    "=cmd|' /C calc'!A0",
+    "+1+cmd|' /C calc'!A0",
+    "-2+3+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+]
+
+
+def csv_rows(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+def assert_no_formula(rows: list[list[str]]) -> None:
+    for row in rows:
+        for value in row:
+            assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), row
+
+
+def test_csv_neutralises_formulas_sent_by_a_real_client(tmp_path):
+    """User-Agents a spreadsheet would run, sent by curl to a real tarry: in the
+    CSV report each is a text cell starting with ', as OWASP advises."""
+    import subprocess
+    import sys
+
+    from support import need, start_tarry, wait_until
+
+    curl = need("curl")
+    db = tmp_path / "h.sqlite3"
+    t = start_tarry(
+        f'[history]\npath = "{db}"\nflush_interval = 0.1\n[admin]\nlisten = ""\n'
+        '[[tarpit]]\nprotocol = "http"\nlisten = ["127.0.0.1:0"]\ndelay = 0.2\n'
+    )
+    try:
+        url = f"http://127.0.0.1:{t.port('http')}/"
+        clients = [
+            subprocess.Popen(
+                [curl, "-sS", "-o", "/dev/null", "--max-time", "1", "-H", f"User-Agent: {ua}", url],
+                stderr=subprocess.DEVNULL,
+            )
+            for ua in FORMULAS
+        ]
+        for c in clients:
+            c.wait(timeout=20)
+        wait_until(lambda: t.count(r" CLOSE ") >= len(FORMULAS), 10, "a CLOSE per client")
+    finally:
+        t.stop()
+    result = subprocess.run(
+        [sys.executable, "-m", "tarry", "report", "--db", str(db), "--format", "csv"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = csv_rows(result.stdout)
+    software = {r[2] for r in rows if r[0] == "top_software"}
+    assert software == {"'" + ua for ua in FORMULAS}, software
+    assert_no_formula(rows)
+
+
+def test_csv_neutralises_every_formula_start_in_every_column(tmp_path):
+    """Through the history store's own API: a tab and a CR too (which a real
+    client cannot put at the start of a header value), in a host name and a
+    country as well as the software; other cells are left as they are."""
+    nasty = ["=1+1", "+1", "-1", "@A1", "\t=1+1", "\r=1+1"]
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(path, host="=HYPERLINK(1)", retention_days=0)
+    store.start()
+    for i, value in enumerate([*nasty, "curl/8.5.0"]):
+        store.emit(
+            Event(
+                kind=CLOSE,
+                time=DAY1 + i,
+                proto="http",
+                host="::ffff:192.0.2.1",
+                port=i,
+                duration=1.0,
+                notes=(("user_agent", value),),
+                country="-X" if i == 0 else "NL",
+            )
+        )
+    store.close()
+    code, out, err = run("--db", str(path), "--format", "csv", "--top", "100")
+    assert code == 0, err
+    rows = csv_rows(out)
+    assert_no_formula(rows)
+    software = {r[2] for r in rows if r[0] == "top_software"}
+    assert software == {"'" + v for v in nasty} | {"curl/8.5.0"}
+    assert {r[2] for r in rows if r[0] == "hosts"} == {"'=HYPERLINK(1)"}
+    assert {r[2] for r in rows if r[0] == "top_countries"} == {"'-X", "NL"}
+    assert {r[2] for r in rows if r[0] == "top_ips"} == {"192.0.2.1"}
+    # JSON is not for spreadsheets: it keeps the text exact
+    _, out, _ = run("--db", str(path), "--format", "json", "--top", "100")
+    assert {r["software"] for r in json.loads(out)["top_software"]} == {*nasty, "curl/8.5.0"}

@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import re
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from baitsim import Sim
 from tarry.bait import TarpitSpec
 from tarry.baits import registry, smtp
+from tarry.config import ConfigError, check_value
 
 REPLY = re.compile(rb"\d{3}[ -][^\r\n]*\r\n")
 HOST = "mx.tarry.test"
@@ -49,11 +51,11 @@ def test_module_shape():
     assert smtp.DEFAULTS["delay"] == 2.0
     for key, option in smtp.OPTIONS.items():
         assert isinstance(option.default, option.kind), key
-        assert option.check is None or option.check(option.default) is None, key
-    assert smtp.OPTIONS["hostname"].check("bad host!") is not None
-    assert smtp.OPTIONS["greeting_lines"].check(-2) is not None
-    assert smtp.OPTIONS["tls_stutter"].check(-1.0) is not None
-    assert smtp.OPTIONS["tls_stutter"].check(True) is None
+        assert check_value("", key, option.default, option) == option.default, key
+    for key, bad in (("hostname", "bad host!"), ("greeting_lines", -2), ("tls_stutter", -1.0)):
+        with pytest.raises(ConfigError, match=key):
+            check_value("", key, bad, smtp.OPTIONS[key])
+    assert check_value("", "tls_stutter", True, smtp.OPTIONS["tls_stutter"]) is True
 
 
 def test_full_dialogue():

@@ -519,7 +519,7 @@ def test_store_is_bounded_lru_and_its_memory_is_small() -> None:
         ("mode", "tarpit", "must be one of"),
         ("version", "OpenSSH_9.6", 'must start with "SSH-2.0-"'),
         ("version", "SSH-2.0-X\r\nSSH-2.0-Y", "printable ASCII"),
-        ("drip_line_length", 256, "between 3 and 255"),
+        ("drip_line_length", 256, "from 3 to 255"),
         ("kexinit_time", -1, "must be from 0"),
         ("min_rate", 5000, "bytes per second"),
         ("ident_wait", 60, "must be from 0"),

@@ -14,6 +14,7 @@ no per-client data on ``self``.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -77,17 +78,82 @@ def positive_min(*values: float) -> float:
     return min(v for v in values if v > 0)
 
 
+MAX_SECONDS = 7 * 86400.0
+"""The longest wait any option may set. Timer-wheel keys are kept mod 2**32
+quanta of at least 1 ms (49 days), so waits must stay well short of that;
+a week is far past any useful delay."""
+MAX_COUNT = 2**31 - 1  # the largest count (clients, lines): endlessh's MaxClients
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """``repr`` for an error line, cut short: a config value may be 4,000 digits."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The numbers an option accepts. Every numeric option declares its bounds,
+    so that no value (inf, nan, 1e308) can reach a timer it would overflow."""
+
+    low: float
+    high: float
+    above: bool = False  # ``low`` itself is refused ("greater than 0")
+    below: bool = False  # ``high`` itself is refused ("up to (not including) 1")
+    unit: str = ""  # e.g. " seconds", after the upper bound
+
+    def text(self) -> str:
+        low, high = _number(self.low), _number(self.high) + self.unit
+        if self.above:
+            return f"greater than {low} and " + (
+                f"less than {high}" if self.below else f"at most {high}"
+            )
+        if self.below:
+            return f"from {low} up to (not including) {high}"
+        return f"from {low} to {high}"
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value``, or None; only numbers are looked at."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number {self.text()}"
+        if (
+            value < self.low
+            or value > self.high
+            or (self.above and value == self.low)
+            or (self.below and value == self.high)
+        ):
+            return f"must be {self.text()}"
+        return None
+
+
+def is_numeric(kind: type | tuple[type, ...]) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return int in kinds or float in kinds
+
+
 @dataclass(frozen=True)
 class Option:
     """A protocol-specific key of a ``[[tarpit]]`` table.
 
-    ``check`` returns an error text (what is wrong with the value) or None.
+    ``check`` returns an error text (what is wrong with the value) or None; it
+    runs after ``bounds``, which every numeric option must declare.
     """
 
     default: Any
     kind: type | tuple[type, ...]
     help: str
     check: Callable[[Any], str | None] | None = None
+    bounds: Bounds | None = None
+
+    def __post_init__(self) -> None:
+        if is_numeric(self.kind) and self.bounds is None:
+            raise TypeError(f"a numeric option declares its bounds ({self.help!r})")
 
 
 @dataclass

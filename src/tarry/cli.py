@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getopt
+import os
 import signal
 import socket
 import sys
@@ -176,6 +177,24 @@ def _drop_privileges(cfg: Config) -> None:
         print(f"tarry: {done}", file=sys.stderr, flush=True)
 
 
+def prepare(cfg: Config) -> tuple[list[Bait], Callable[[], asyncio.AbstractEventLoop] | None]:
+    """The baits and the event loop factory, and, as root, the user and group
+    to become: the checks serve and check-config share before binding
+    (ConfigError when one fails)."""
+    if os.geteuid() == 0 and not cfg.allow_root:
+        from .privileges import PrivilegeError, resolve
+
+        try:
+            resolve(cfg.user, cfg.group)
+        except PrivilegeError as exc:
+            raise ConfigError(f"{cfg.path}: {exc}") from None
+    baits = make_baits(cfg.tarpits, _where(cfg.path))
+    try:
+        return baits, _event_loop_factory(cfg.loop)
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg.path}: {exc}") from None
+
+
 def serve(path: str | None) -> int:
     notifier = Notifier()
     try:
@@ -186,8 +205,7 @@ def serve(path: str | None) -> int:
         cfg = load(path)
         activation.assign(cfg.tarpits)
         where = _where(cfg.path)
-        baits = make_baits(cfg.tarpits, where)
-        factory = _event_loop_factory(cfg.loop)
+        baits, factory = prepare(cfg)
         if cfg.workers > 1:
             from .workers import serve_workers
 
@@ -202,11 +220,15 @@ def serve(path: str | None) -> int:
             file=sys.stderr,
             flush=True,
         )
-    _drop_privileges(cfg)
-    from .observe import ObserveError, build
+    from .observe import ObserveError, build, preflight
 
     try:
-        sinks, start_admin = build(cfg.sections, stdout=sys.stdout)
+        checked = preflight(cfg.sections)  # as check-config does, and before the switch
+    except ObserveError as exc:
+        fail(f"{cfg.path}: {exc}")
+    _drop_privileges(cfg)
+    try:
+        sinks, start_admin = build(cfg.sections, stdout=sys.stdout, checked=checked)
     except ObserveError as exc:
         fail(f"{cfg.path}: {exc}")
     for module in registry().values():  # e.g. the SSH adaptive mode's patience store
@@ -303,14 +325,22 @@ def announce(engine: Engine) -> None:
 
 
 def check_config(path: str, bind: bool = True) -> int:
+    """What serve checks before it holds anyone, in the same functions: the
+    file, the baits, every listen address (bound, then released), and the
+    observability sections, the admin address and the geo database included."""
+    from .observe import ObserveError, preflight
+
     try:
         cfg = load(path)
-        make_baits(cfg.tarpits, _where(cfg.path))
+        prepare(cfg)
         for socks in bind_all(cfg.tarpits, _where(cfg.path)) if bind else []:
             for _, sock in socks:
                 sock.close()
+        preflight(cfg.sections, bind=bind)
     except ConfigError as exc:
         fail(str(exc))
+    except ObserveError as exc:
+        fail(f"{cfg.path}: {exc}")
     print(f"{path}: OK, {len(cfg.tarpits)} tarpit(s)")
     return 0
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .bait import Option, TarpitSpec
+from .bait import MAX_COUNT, MAX_SECONDS, Bounds, Option, TarpitSpec, shown
 from .baits import registry
 from .engine import parse_address
 
@@ -70,31 +70,21 @@ starttls = true            # offer STARTTLS (a self-signed certificate is made o
 # For implicit TLS add a table with listen = ["*:465"] and tls = true.
 """
 
+SECONDS = Bounds(0, MAX_SECONDS, above=True, unit=" seconds")
+
 COMMON: dict[str, Option] = {
     "protocol": Option("", str, "which bait: " + "ssh, http, smtp"),
     "listen": Option([], list, "host:port strings"),
-    "delay": Option(
-        10.0,
-        (int, float),
-        "seconds between sends",
-        lambda v: None if v > 0 else "must be greater than 0",
-    ),
-    "max_clients": Option(
-        4096, int, "clients held at once", lambda v: None if v >= 1 else "must be at least 1"
-    ),
-    "jitter": Option(
-        0.0,
-        (int, float),
-        "+/- fraction",
-        lambda v: None if 0 <= v < 1 else "must be from 0 up to (not including) 1",
-    ),
+    "delay": Option(10.0, (int, float), "seconds between sends", bounds=SECONDS),
+    "max_clients": Option(4096, int, "clients held at once", bounds=Bounds(1, MAX_COUNT)),
+    "jitter": Option(0.0, (int, float), "+/- fraction", bounds=Bounds(0, 1, below=True)),
     "name": Option("", str, "a name for this tarpit, kept across reloads"),
     # per-IP caps and PROXY protocol: docs/deploy.md
     "max_clients_per_ip": Option(
         64,
         int,
         "clients held at once from one IPv4 address or IPv6 /64 (0 = no cap)",
-        lambda v: None if 0 <= v <= 65535 else "must be from 0 (no cap) to 65535",
+        bounds=Bounds(0, 65535),
     ),
     "per_ip_action": Option(
         "close",
@@ -107,7 +97,7 @@ COMMON: dict[str, Option] = {
         5.0,
         (int, float),
         "seconds to wait for the PROXY header",
-        lambda v: None if 0 < v <= 3600 else "must be greater than 0 and at most 3600",
+        bounds=Bounds(0, 3600, above=True, unit=" seconds"),
     ),
 }
 
@@ -134,7 +124,7 @@ class Config:
     allow_root: bool = False
 
 
-def _kind_name(kind: type | tuple[type, ...]) -> str:
+def _kind_name(kind: type | tuple[type, ...], bounds: Bounds | None = None) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     names = {
         int: "an integer",
@@ -143,18 +133,27 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
         bool: "true or false",
         list: "a list",
     }
-    return " or ".join(names.get(k, k.__name__) for k in kinds if not (k is int and float in kinds))
+    words = [
+        names.get(k, k.__name__) + (f" {bounds.text()}" if bounds and k in (int, float) else "")
+        for k in kinds
+        if not (k is int and float in kinds)
+    ]
+    return " or ".join(words)
 
 
 def check_value(where: str, key: str, value: Any, option: Option) -> Any:
+    """``value`` if ``option`` takes it; else ConfigError naming the key and what it takes."""
     kinds = option.kind if isinstance(option.kind, tuple) else (option.kind,)
     ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
     if not ok:
-        raise ConfigError(f"{where}{key}: must be {_kind_name(option.kind)}, not {value!r}")
-    if option.check is not None:
+        raise ConfigError(
+            f"{where}{key}: must be {_kind_name(option.kind, option.bounds)}, not {shown(value)}"
+        )
+    problem = option.bounds.problem(value) if option.bounds is not None else None
+    if problem is None and option.check is not None:
         problem = option.check(value)
-        if problem:
-            raise ConfigError(f"{where}{key}: {problem} (got {value!r})")
+    if problem:
+        raise ConfigError(f"{where}{key}: {problem} (got {shown(value)})")
     return value
 
 
@@ -239,7 +238,12 @@ def _workers(v: Any) -> str | None:
     return f'must be "auto" (one per core) or a number of processes from 1 to {MAX_WORKERS}'
 
 
-WORKERS_OPTION = Option(1, (int, str), "engine processes under one supervisor", _workers)
+WORKERS_OPTION = Option(
+    1, (int, str), "engine processes under one supervisor", _workers, Bounds(1, MAX_WORKERS)
+)
+WRITE_TIMEOUT_OPTION = Option(
+    300.0, (int, float), "seconds a blocked write may take", bounds=SECONDS
+)
 
 
 def cpu_count() -> int:
@@ -261,7 +265,7 @@ LIMITS: dict[str, Option] = {
         0,
         int,
         "clients held across every tarpit; 0 = no cap beyond each tarpit's",
-        lambda v: None if v >= 0 else "must be 0 (no global cap) or more",
+        bounds=Bounds(0, MAX_COUNT),
     ),
 }
 PRIVILEGES: dict[str, Option] = {
@@ -281,14 +285,13 @@ def _keys_section(table: dict[str, Any], where: str, keys: Mapping[str, Option])
 def _engine_section(table: dict[str, Any], where: str) -> None:
     for key, value in table.items():
         if key == "write_timeout":
-            opt = Option(
-                300.0, (int, float), "", lambda v: None if v > 0 else "must be greater than 0"
-            )
-            check_value(where, key, value, opt)
+            check_value(where, key, value, WRITE_TIMEOUT_OPTION)
         elif key == "loop":
             check_value(where, key, value, LOOP_OPTION)
         elif key == "workers":
-            check_value(where, key, value, WORKERS_OPTION)
+            problem = _workers(value)  # its own words, "auto" included, for any type
+            if problem:
+                raise ConfigError(f"{where}{key}: {problem} (got {shown(value)})")
         else:
             raise ConfigError(f"{where}{key}: unknown key (known: loop, workers, write_timeout)")
 
@@ -327,7 +330,7 @@ SECTIONS: dict[str, Section] = {
 def parse(text: str, path: str = "<embedded defaults>") -> Config:
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: an integer of 4,300 digits
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     tarpits_raw = doc.get("tarpit", [])
     if not isinstance(tarpits_raw, list):

@@ -96,16 +96,19 @@ examples:
 """
 
 CHECK = """\
-Read FILE as `tarry serve -c FILE` would, build every bait, and bind each
-listen address once (then close it again), so that a mistake shows before
-a reload or a restart. Binding ports below 1024 needs the privileges that
-serving them does; addresses a running tarry (or systemd) listens on are busy,
-so check those with --no-bind.
+Run the checks `tarry serve -c FILE` runs before it holds anyone, in the
+same code: read FILE, build every bait, look up the [privileges] user and
+group (as root), open the [geo] database, and bind each listen address and
+the [admin] one once (then close it again), so that
+a mistake shows before a reload or a restart. Binding ports below 1024 needs
+the privileges that serving them does; addresses a running tarry (or systemd)
+listens on are busy, so check those with --no-bind.
 """
 
 CHECK_EPILOG = """\
 exit status:
-  0  FILE is good ("FILE: OK, N tarpit(s)" on stdout)
+  0  FILE is good ("FILE: OK, N tarpit(s)" on stdout); a taken default
+     dashboard address is a warning on stderr, as with serve
   1  it is not: one line on stderr names the file, the key and the problem
 
 example:

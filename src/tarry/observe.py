@@ -14,13 +14,16 @@ extra is an error.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .admin import DEFAULT_LISTEN, bind_error
+from .bait import MAX_SECONDS, Bounds, is_numeric, shown
 from .events import Sink
 from .sinks import FACILITIES, _stderr, syslog_address
 
@@ -33,9 +36,16 @@ class ObserveError(Exception):
 
 @dataclass(frozen=True)
 class Key:
+    """One key of a section; as with ``bait.Option``, every numeric key has bounds."""
+
     default: Any
     kind: type | tuple[type, ...]
     check: Callable[[Any], str | None] | None = None
+    bounds: Bounds | None = None
+
+    def __post_init__(self) -> None:
+        if is_numeric(self.kind) and self.bounds is None:
+            raise TypeError("a numeric key declares its bounds")
 
 
 def _host_names(v: list[Any]) -> str | None:
@@ -50,14 +60,6 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
         return None if v in choices else "must be one of " + ", ".join(repr(c) for c in choices)
 
     return check
-
-
-def _at_least(low: float) -> Callable[[Any], str | None]:
-    return lambda v: None if v >= low else f"must be at least {low:g}"
-
-
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "must be more than 0"
 
 
 def _listen(v: str) -> str | None:
@@ -95,6 +97,10 @@ def _host_name(v: str) -> str | None:
 
 
 NUM = (int, float)
+EVENTS = Bounds(1, 10_000_000)  # events buffered in memory
+SESSIONS = Bounds(0, 10_000_000)
+DAYS = Bounds(0, 36500, unit=" days")
+SECONDS = Bounds(0, MAX_SECONDS, above=True, unit=" seconds")
 SECTIONS: dict[str, dict[str, Key]] = {
     "log": {
         "level": Key("info", str, _one_of("none", "info", "debug")),
@@ -106,26 +112,26 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "syslog_facility": Key("daemon", str, _one_of(*sorted(FACILITIES))),
         "syslog_format": Key("endlessh", str, _one_of("endlessh", "json")),
         "syslog_tcp": Key(False, bool),
-        "buffer": Key(10000, int, _at_least(1)),
+        "buffer": Key(10000, int, bounds=EVENTS),
     },
     "history": {
         "enabled": Key(True, bool),
         "path": Key("", str),
         "url": Key("", str, _history_url),
         "host": Key("", str, _host_name),
-        "retention_days": Key(90, NUM, _at_least(0)),
-        "flush_interval": Key(1.0, NUM, _positive),
-        "batch": Key(1000, int, _at_least(1)),
-        "buffer": Key(100000, int, _at_least(1)),
-        "learn_days": Key(30, NUM, _at_least(0)),
-        "learn_sessions": Key(100000, int, _at_least(0)),
-        "learn_refresh": Key(60.0, NUM, _at_least(0)),
+        "retention_days": Key(90, NUM, bounds=DAYS),
+        "flush_interval": Key(1.0, NUM, bounds=Bounds(0, 3600, above=True, unit=" seconds")),
+        "batch": Key(1000, int, bounds=Bounds(1, 1_000_000)),
+        "buffer": Key(100000, int, bounds=EVENTS),
+        "learn_days": Key(30, NUM, bounds=DAYS),
+        "learn_sessions": Key(100000, int, bounds=SESSIONS),
+        "learn_refresh": Key(60.0, NUM, bounds=Bounds(0, 86400, unit=" seconds")),
     },
     "metrics": {
         "enabled": Key(True, bool),
         "per_ip": Key(False, bool),
-        "per_ip_max": Key(1000, int, _at_least(1)),
-        "per_ip_expiry": Key(3600.0, NUM, _positive),
+        "per_ip_max": Key(1000, int, bounds=Bounds(1, 1_000_000)),
+        "per_ip_expiry": Key(3600.0, NUM, bounds=SECONDS),
     },
     "geo": {
         "enabled": Key(True, bool),
@@ -139,12 +145,11 @@ SECTIONS: dict[str, dict[str, Key]] = {
 }
 
 
-def _type_name(kind: type | tuple[type, ...]) -> str:
+def _type_name(kind: type | tuple[type, ...], bounds: Bounds | None = None) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    if kinds == NUM:
-        return "a number"
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
+    name = "a number" if kinds == NUM else " or ".join(names.get(k, k.__name__) for k in kinds)
+    return f"{name} {bounds.text()}" if bounds is not None else name
 
 
 def validate_sections(doc: Mapping[str, Any]) -> list[str]:
@@ -165,7 +170,13 @@ def validate_sections(doc: Mapping[str, Any]) -> list[str]:
                 continue
             kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
             if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                errors.append(f"{name}: must be {_type_name(spec.kind)}, not {value!r}")
+                errors.append(
+                    f"{name}: must be {_type_name(spec.kind, spec.bounds)}, not {shown(value)}"
+                )
+                continue
+            problem = spec.bounds.problem(value) if spec.bounds else None
+            if problem:
+                errors.append(f"{name}: {problem} (got {shown(value)})")
                 continue
             problem = spec.check(value) if spec.check else None
             if problem:
@@ -215,37 +226,69 @@ class Observability:
     admin_hosts: tuple[str, ...] = ()
 
 
-def build(
-    doc: Mapping[str, Any],
-    stdout: TextIO | None = None,
-    report: Report = _stderr,
-) -> tuple[list[Sink], Starter | None]:
-    """Sinks for the bus, and ``start(snapshot, held, live=None)`` for the admin listener.
+def admin_bind_error(listen: str) -> str | None:
+    """Why the admin listener could not bind ``listen``, or None: found by
+    binding every address it resolves to as asyncio's ``create_server`` does
+    for aiohttp (SO_REUSEADDR, IPv6 only on IPv6), listening, and letting go."""
+    from .admin import split_listen
 
-    Raises ObserveError (one line) when a configured part cannot be used. The
-    starter is None when the admin listener is off or its extra is missing and
-    it was not configured. ``await start(...)`` returns an ``AdminServer``
-    (``.port``, ``.url``, ``await .close()``) or raises ``AdminError``.
-    """
-    admin = doc.get("admin")
-    explicit = bool(admin) and admin.get("listen", DEFAULT_LISTEN) != ""
-    if explicit and not (_have("aiohttp") and _have("pygal")):
-        raise ObserveError("[admin] needs the 'dashboard' extra (pip install 'tarry[dashboard]')")
-    obs = assemble(doc, stdout=stdout, report=report)
-    return obs.sinks, starter(obs, report)
+    host, port = split_listen(listen)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"admin.listen = {listen!r}: {exc.strerror or exc}"
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _name, address in dict.fromkeys(infos):
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # as asyncio does: a family this kernel cannot make
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+                sock.listen(1)
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    continue  # asyncio skips a family the host does not have
+                why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+                return f"admin.listen = {listen!r}: {why or exc}"
+    finally:
+        for sock in socks:
+            sock.close()
+    return None
 
 
-def assemble(
-    doc: Mapping[str, Any], stdout: TextIO | None = None, report: Report = _stderr
-) -> Observability:
+@dataclass
+class Preflight:
+    """What ``preflight`` found that ``assemble`` uses rather than finding it again."""
+
+    lookup: Any  # the country lookup, None when off
+    admin: bool  # start the admin listener
+
+
+def preflight(doc: Mapping[str, Any], bind: bool = True, report: Report = _stderr) -> Preflight:
+    """Every start-up check of these sections that writes nothing: ``serve``
+    runs it (through ``build``) and so does ``check-config``, so that a config
+    check-config passes is not refused by serve. Raises ObserveError (one line).
+
+    ``bind`` tries the admin listen address (bind, then release). A configured
+    [admin] that cannot bind is an error; the default one only a warning, as
+    serve then runs without the dashboard."""
     errors = validate_sections(doc)
     if errors:
         raise ObserveError(errors[0])
     cfg = settings(doc)
-    sinks: list[Sink] = []
+    admin = doc.get("admin")
+    explicit = bool(admin) and admin.get("listen", DEFAULT_LISTEN) != ""
+    dashboard = _have("aiohttp") and _have("pygal")
+    if explicit and not dashboard:
+        raise ObserveError("[admin] needs the 'dashboard' extra (pip install 'tarry[dashboard]')")
 
-    # Country first: it fills Event.country for every sink after it.
-    from .geo import CountryTagger, GeoError, make_lookup
+    from .geo import GeoError, make_lookup
 
     geo = cfg["geo"]
     lookup = None
@@ -254,6 +297,56 @@ def assemble(
             lookup = make_lookup(geo["mmdb"])
         except GeoError as exc:
             raise ObserveError(str(exc)) from exc
+
+    listen = cfg["admin"]["listen"]
+    start = bool(listen) and dashboard
+    if start and bind:
+        problem = admin_bind_error(listen)
+        if problem and "admin" in doc:
+            raise ObserveError(problem)
+        if problem:
+            report(f"tarry: dashboard off: {problem}")
+            start = False
+    return Preflight(lookup, start)
+
+
+def build(
+    doc: Mapping[str, Any],
+    stdout: TextIO | None = None,
+    report: Report = _stderr,
+    checked: Preflight | None = None,
+) -> tuple[list[Sink], Starter | None]:
+    """Sinks for the bus, and ``start(snapshot, held, live=None)`` for the admin listener.
+
+    Raises ObserveError (one line) when a configured part cannot be used. The
+    starter is None when the admin listener is off, its extra is missing and
+    it was not configured, or the default address is taken. ``await start(...)``
+    returns an ``AdminServer`` (``.port``, ``.url``, ``await .close()``) or
+    raises ``AdminError``. ``checked`` is what ``preflight`` found, when the
+    caller ran it (serve does, before it drops privileges).
+    """
+    if checked is None:
+        checked = preflight(doc, report=report)
+    obs = assemble(doc, stdout=stdout, report=report, checked=checked)
+    return obs.sinks, starter(obs, report) if checked.admin else None
+
+
+def assemble(
+    doc: Mapping[str, Any],
+    stdout: TextIO | None = None,
+    report: Report = _stderr,
+    checked: Preflight | None = None,
+) -> Observability:
+    if checked is None:
+        checked = preflight(doc, bind=False, report=report)
+    cfg = settings(doc)
+    sinks: list[Sink] = []
+
+    # Country first: it fills Event.country for every sink after it.
+    from .geo import CountryTagger
+
+    lookup = checked.lookup
+    if lookup is not None:
         sinks.append(CountryTagger(lookup))
 
     log = cfg["log"]

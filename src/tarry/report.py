@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from .bait import shown
 from .history import SCHEMA_VERSION, default_path
 from .pghistory import is_url, redact
 from .stats import DURATION_BUCKETS
@@ -29,6 +30,8 @@ from .stats import DURATION_BUCKETS
 PROG = "tarry report"
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+SPAN_DAYS = 36500  # the longest span back from now: 100 years, past any history
+TOP_MAX = 100_000  # rows in a top list; far more than a terminal shows, far less than SQL's int64
 _FORMATS = (
     "%Y-%m-%d",
     "%Y-%m-%dT%H:%M",
@@ -52,7 +55,10 @@ def parse_when(text: str, now: float) -> float:
     t = text.strip()
     m = _RELATIVE.match(t)
     if m:
-        return now - float(m.group(1)) * _UNITS[m.group(2)]
+        span = float(m.group(1)) * _UNITS[m.group(2)]  # "9" * 400 reads as inf
+        if not span <= SPAN_DAYS * 86400:
+            raise ValueError(f"{shown(text)} is too long a span: at most {SPAN_DAYS}d (100 years)")
+        return now - span
     if t.endswith("Z"):
         t = t[:-1]
     for fmt in _FORMATS:
@@ -60,7 +66,22 @@ def parse_when(text: str, now: float) -> float:
             return float(timegm(time.strptime(t, fmt)))
         except ValueError:
             continue
-    raise ValueError(f"cannot read {text!r} (use 2026-11-01, 2026-11-01T10:00, or 7d, 24h, 30m)")
+    raise ValueError(
+        f"cannot read {shown(text)} (use 2026-11-01, 2026-11-01T10:00, or 7d, 24h, 30m)"
+    )
+
+
+def _top(text: str) -> int:
+    """--top's type: bounded here, as SQLite overflows past 2**63 with a traceback."""
+    try:
+        value = int(text)
+    except ValueError:  # not a number, or 4,300 digits and more
+        value = None
+    if value is None or not 1 <= value <= TOP_MAX:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer from 1 to {TOP_MAX}, not {shown(text)}"
+        )
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -92,7 +113,10 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="take the history from this tarry.toml's [history] url or path (when --db is not given)",
     )
-    p.add_argument("--since", help="start of the range: 2026-11-01[T10:00] (UTC) or 7d, 24h, 30m")
+    p.add_argument(
+        "--since",
+        help="start of the range: 2026-11-01[T10:00] (UTC) or 7d, 24h, 30m (at most 36500d)",
+    )
     p.add_argument("--until", help="end of the range (exclusive), same forms; default: now")
     p.add_argument(
         "--proto",
@@ -107,7 +131,9 @@ def parser() -> argparse.ArgumentParser:
         help="only this tarry host (a shared history); repeat or separate with commas",
     )
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    p.add_argument("--top", type=int, default=10, help="rows in each top list (default 10)")
+    p.add_argument(
+        "--top", type=_top, default=10, help=f"rows in each top list, 1 to {TOP_MAX} (default 10)"
+    )
     p.add_argument(
         "--by", choices=("hour", "day"), default="day", help="activity per hour or per day"
     )
@@ -447,9 +473,35 @@ def write_table(data: dict[str, Any], out: TextIO) -> None:
     )
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula gets a leading ``'``
+    (OWASP, CSV injection): peers choose the software column (``=cmd|' /C calc'!A0``)."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+class _SafeWriter:
+    """``csv.writer`` with every cell through ``cell``. A row with a CR in it is
+    quoted whole: with "\n" line ends the csv module leaves a bare CR unquoted,
+    and readers then see a line break inside the field."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._writer = csv.writer(out, lineterminator="\n")
+        self._quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+    def writerow(self, row: Sequence[Any]) -> None:
+        cells = [cell(v) for v in row]
+        cr = any(isinstance(v, str) and "\r" in v for v in cells)
+        (self._quoted if cr else self._writer).writerow(cells)
+
+
 def write_csv(data: dict[str, Any], out: TextIO) -> None:
     """One flat table: section, proto, key, sessions, seconds (empty where not meaningful)."""
-    wr = csv.writer(out, lineterminator="\n")
+    wr = _SafeWriter(out)
     wr.writerow(["section", "proto", "key", "sessions", "seconds"])
     s = data["summary"]
     wr.writerow(["summary", "", "sessions", s["sessions"], ""])
@@ -507,8 +559,6 @@ def report_main(argv: list[str], out: TextIO | None = None, err: TextIO | None =
                     until = value
         if since is not None and until is not None and since >= until:
             raise ReportError("--since must be before --until")
-        if args.top < 1:
-            raise ReportError("--top must be at least 1")
         protos = [p.strip() for item in args.proto for p in item.split(",") if p.strip()]
         hosts = [h.strip() for item in args.host for h in item.split(",") if h.strip()]
         db = open_db(args.db or history_of(args.config) or str(default_path()))

@@ -28,7 +28,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .bait import Bait, Notes, Option, Step, TarpitSpec, jittered, sanitise
+from .bait import (
+    MAX_COUNT,
+    MAX_SECONDS,
+    Bait,
+    Bounds,
+    Notes,
+    Option,
+    Step,
+    TarpitSpec,
+    jittered,
+    sanitise,
+)
 from .paths import state_dir
 
 HANDSHAKE_TIME = 60.0  # seconds a handshake may take, our own stutter not counted
@@ -45,14 +56,6 @@ _OPEN = 1
 _CLOSED = 2
 
 
-def _check_non_negative(v: float) -> str | None:
-    return None if v >= 0 else "must be 0 or more"
-
-
-def _check_stutter(v: bool | float) -> str | None:
-    return None if isinstance(v, bool) or v >= 0 else "must be true, false or seconds >= 0"
-
-
 TLS_OPTIONS = {
     "tls": Option(False, bool, "implicit TLS from the first byte (465 for SMTP, 443 for HTTP)"),
     "cert": Option("", str, "PEM certificate chain; empty = a generated self-signed one"),
@@ -61,13 +64,13 @@ TLS_OPTIONS = {
         1024,
         int,
         "most clients held inside TLS at once (each costs its TLS state); 0 = no cap",
-        _check_non_negative,
+        bounds=Bounds(0, MAX_COUNT),
     ),
     "tls_stutter": Option(
         False,
         (bool, int, float),
         "drip the TLS handshake: true = at the listener's delay, or seconds between pieces",
-        _check_stutter,
+        bounds=Bounds(0, MAX_SECONDS, unit=" seconds"),
     ),
 }
 """The ``[[tarpit]]`` keys of any protocol that can run under TLS."""

@@ -1333,7 +1333,7 @@ def serve_workers(
     """``tarry serve`` with ``[engine] workers`` above 1."""
     from .cli import _drop_privileges, _where, fail
     from .config import ConfigError
-    from .observe import ObserveError, build
+    from .observe import ObserveError, build, preflight
 
     if len(cfg.tarpits) > MAX_TARPITS:
         fail(f"{cfg.path}: more than {MAX_TARPITS} [[tarpit]] tables with workers")
@@ -1352,9 +1352,13 @@ def serve_workers(
             f"passed socket {inh.address} ({inh.name}) matches no [[tarpit]] name or "
             "listen address; kept unused for a reload"
         )
+    try:
+        checked = preflight(cfg.sections)  # as check-config does, and before the switch
+    except ObserveError as exc:
+        fail(f"{cfg.path}: {exc}")
     _drop_privileges(cfg)
     try:
-        sinks, start_admin = build(cfg.sections, stdout=sys.stdout)
+        sinks, start_admin = build(cfg.sections, stdout=sys.stdout, checked=checked)
     except ObserveError as exc:
         fail(f"{cfg.path}: {exc}")
     bus = Bus(sinks)

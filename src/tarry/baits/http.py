@@ -55,7 +55,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
-from ..bait import Option, Step, TarpitSpec, jittered, positive_min, sanitise
+from ..bait import Bounds, Option, Step, TarpitSpec, jittered, positive_min, sanitise
 from ..deadlines import SHARE, DeadlineStore, software_key
 from ..events import Event
 from ..tls import STATEFUL_TLS, TLS_OPTIONS, check_tls
@@ -242,14 +242,6 @@ def _check_status(v: int) -> str | None:
     return None
 
 
-def _check_timeout(v: float) -> str | None:
-    return None if 0 < v <= 3600 else "must be more than 0 and at most 3600 seconds"
-
-
-def _check_chunk(v: int) -> str | None:
-    return None if 80 <= v <= 4096 else "must be between 80 and 4096"
-
-
 def check_header(entry: Any) -> str | None:
     """An error text for one ``headers`` entry, or None if it is usable."""
     if not isinstance(entry, str):
@@ -285,7 +277,7 @@ OPTIONS = {
     "server": Option(
         "nginx", str, "whose response head to imitate: nginx, apache, iis", _check_server
     ),
-    "status": Option(200, int, "status code of the response", _check_status),
+    "status": Option(200, int, "status code of the response", _check_status, Bounds(200, 599)),
     "headers": Option(
         [],
         list,
@@ -297,9 +289,11 @@ OPTIONS = {
         10.0,
         (int, float),
         "seconds to wait for the request head; then the drip starts anyway",
-        _check_timeout,
+        bounds=Bounds(0, 3600, above=True, unit=" seconds"),
     ),
-    "chunk_size": Option(96, int, "largest body chunk, bytes (80..4096)", _check_chunk),
+    "chunk_size": Option(
+        96, int, "largest body chunk, bytes (80..4096)", bounds=Bounds(80, 4096, unit=" bytes")
+    ),
     "client_timeouts": Option(
         True,
         bool,

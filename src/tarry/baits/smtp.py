@@ -23,7 +23,7 @@ import binascii
 from collections.abc import Callable
 from typing import Any
 
-from ..bait import Notes, Option, Step, TarpitSpec, jittered, sanitise
+from ..bait import MAX_SECONDS, Bounds, Notes, Option, Step, TarpitSpec, jittered, sanitise
 from ..tls import TLS_OPTIONS, check_tls
 
 PROTOCOL = "smtp"
@@ -70,14 +70,6 @@ def _check_hostname(v: str) -> str | None:
     return None if ok else "must be a host name (letters, digits, dots and hyphens)"
 
 
-def _check_greeting_lines(v: int) -> str | None:
-    return None if -1 <= v <= 10000 else "must be -1 (endless) or 0..10000"
-
-
-def _check_non_negative(v: float) -> str | None:
-    return None if v >= 0 else "must be >= 0"
-
-
 OPTIONS = {
     "hostname": Option(
         "mail.example.com", str, "host name in the greeting and EHLO reply", _check_hostname
@@ -86,7 +78,7 @@ OPTIONS = {
         0,
         int,
         '"220-" continuation lines before the final 220; -1 = endless',
-        _check_greeting_lines,
+        bounds=Bounds(-1, 10000),
     ),
     "starttls": Option(True, bool, "offer STARTTLS on a plain listener"),
     **TLS_OPTIONS,
@@ -94,7 +86,7 @@ OPTIONS = {
         0.0,
         (int, float),
         "seconds before a session ends with 421; 0 = never",
-        _check_non_negative,
+        bounds=Bounds(0, MAX_SECONDS, unit=" seconds"),
     ),
     "record_passwords": Option(False, bool, "log the AUTH password in the CLOSE event"),
 }

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from ..bait import Option, Step, TarpitSpec, jittered, positive_min
+from ..bait import MAX_SECONDS, Bounds, Option, Step, TarpitSpec, jittered, positive_min
 from ..events import CLOSE, Event
 from ..sshwire import (
     MSG_KEXINIT,
@@ -82,12 +82,12 @@ MODE_JITTER = 0.2  # drip/kex/adaptive never tick in lockstep, even with jitter 
 DEFAULT_VERSION = "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u1"
 
 
-def _check_line_length(v: int) -> str | None:
-    return None if 3 <= v <= 255 else "must be between 3 and 255"
+LINE_LENGTH = Bounds(3, 255)
 
 
 def _check_first_delay(v: float) -> str | None:
-    return None if v == -1 or v >= 0 else "must be -1 (one delay) or >= 0 seconds"
+    ok = v == -1 or v >= 0
+    return None if ok else f"must be -1 (one delay) or from 0 to {MAX_SECONDS:g} seconds"
 
 
 def _check_mode(v: str) -> str | None:
@@ -103,34 +103,43 @@ def _check_version(v: str) -> str | None:
     return None
 
 
-def _check_seconds(hi: float) -> Any:
-    return lambda v: None if 0 <= v <= hi else f"must be from 0 to {hi:g} seconds"
-
-
-def _check_rate(v: float) -> str | None:
-    return None if 0 <= v <= 4096 else "must be from 0 (off) to 4096 bytes per second"
+def _seconds(high: float) -> Bounds:
+    return Bounds(0, high, unit=" seconds")
 
 
 OPTIONS = {
-    "line_length": Option(32, int, "longest line sent, CRLF included (3..255)", _check_line_length),
+    "line_length": Option(32, int, "longest line sent, CRLF included (3..255)", bounds=LINE_LENGTH),
     "first_delay": Option(
-        -1.0, (int, float), "seconds before the first line; -1 means one delay", _check_first_delay
+        -1.0,
+        (int, float),
+        "seconds before the first line; -1 means one delay",
+        _check_first_delay,
+        Bounds(-1, MAX_SECONDS, unit=" seconds"),
     ),
     "mode": Option("banner", str, '"banner", "drip", "kex" or "adaptive"', _check_mode),
     "version": Option(
         DEFAULT_VERSION, str, "the version string the kex mode answers with", _check_version
     ),
     "drip_line_length": Option(
-        255, int, "longest drip line, CRLF included (3..255)", _check_line_length
+        255, int, "longest drip line, CRLF included (3..255)", bounds=LINE_LENGTH
     ),
     "kexinit_time": Option(
-        10.0, (int, float), "seconds over which our KEXINIT is dripped (kex)", _check_seconds(600)
+        10.0,
+        (int, float),
+        "seconds over which our KEXINIT is dripped (kex)",
+        bounds=_seconds(600),
     ),
     "min_rate": Option(
-        0.0, (int, float), "send at least this many bytes per second (0 = off)", _check_rate
+        0.0,
+        (int, float),
+        "send at least this many bytes per second (0 = off)",
+        bounds=Bounds(0, 4096, unit=" bytes per second"),
     ),
     "ident_wait": Option(
-        1.0, (int, float), "adaptive: seconds to wait for the client's version", _check_seconds(30)
+        1.0,
+        (int, float),
+        "adaptive: seconds to wait for the client's version",
+        bounds=_seconds(30),
     ),
 }
 
