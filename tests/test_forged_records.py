@@ -84,6 +84,10 @@ def test_a_bound_never_cuts_an_escape_in_half() -> None:
         out = sanitise(b"a" * pad + b"\xc3\\\xc3")
         assert len(out) <= NOTE_MAX
         assert re.fullmatch(r"a*(?:\\xc3|\\\\)*", out), out[-8:]
+        # a bait's text already sanitised (SMTP's joined recipients) is cut alike
+        out = note_text("a" * pad + "\\xc3\\\\\\xc3")
+        assert len(out) <= NOTE_MAX
+        assert re.fullmatch(r"a*(?:\\xc3|\\\\)*", out), out[-8:]
 
 
 HOSTILE_NOTE = st.tuples(

@@ -15,6 +15,7 @@ no per-client data on ``self``.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -162,5 +163,12 @@ def note_text(value: bytes | str) -> str:
     because sanitising it again would escape its escapes: a byte 0xC3 must be
     stored as ``\\xc3`` whichever bait saw it, never as ``\\\\xc3``."""
     if isinstance(value, str) and value.isascii() and value.isprintable():
-        return value[:NOTE_MAX]
+        if len(value) <= NOTE_MAX:
+            return value
+        # cut as sanitise does: an escape goes whole or not at all
+        ends = (m.end() for m in _TOKEN.finditer(value, 0, NOTE_MAX + 4))
+        return value[: max((e for e in ends if e <= NOTE_MAX), default=0)]
     return sanitise(value)
+
+
+_TOKEN = re.compile(r"\\x[0-9a-fA-F]{2}|\\\\|.", re.DOTALL)
