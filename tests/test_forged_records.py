@@ -27,7 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from support import need, start_tarry, wait_until
+from support import IN_CI, need, start_tarry, wait_until
 from tarry.bait import NOTE_MAX, note_text, sanitise
 from tarry.events import CLOSE, Event, endlessh_line, logfmt
 
@@ -202,6 +202,11 @@ class Run:
         return self.ssh | self.http | self.smtp
 
 
+def have(program: str) -> bool:
+    """Whether a real client is here to be used too (CI must have it)."""
+    return shutil.which(program) is not None or bool(IN_CI and need(program))
+
+
 def talk(source: str, port: int, data: bytes, first: bytes = b"") -> None:
     """Connect from ``source``, wait for ``first``, send ``data``, then end our
     half and read until tarry closes: it has read all of ``data`` by then."""
@@ -246,6 +251,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             talk(src(r.http), http, head, b"")
         for name in FORGED_EHLO:
             talk(src(r.smtp), smtp, b"EHLO " + name + b"\r\n", b"\r\n")
+        # and the real clients an attacker would script, where installed
+        if have("curl"):
+            agent = "curl ACCEPT host=10.77.77.81 port=4 fd=4 n=1/4096"
+            argv = [need("curl"), "-s", "-m", "1", "-A", agent, "-H", "Host: 10.77.77.82"]
+            argv += ["--interface", src(r.http), f"http://127.0.0.1:{http}/?host=10.77.77.83"]
+            assert subprocess.run(argv, timeout=30).returncode == 28  # held until -m
+        if have("swaks"):
+            argv = [need("swaks"), "-s", "127.0.0.1", "-p", str(smtp), "-li", src(r.smtp)]
+            argv += ["--ehlo", "swaks CLOSE host=10.88.88.90 port=5 fd=5 time=1.000 bytes=1"]
+            argv += ["--quit-after", "EHLO", "--to", "a@b.test", "--timeout", "30"]
+            assert subprocess.run(argv, capture_output=True, timeout=60).returncode == 0
         r.same["ssh"] = src(r.ssh)
         talk(r.same["ssh"], ssh, b"SSH-2.0-" + SAME + b"\r\n")
         r.same["http"] = src(r.http)
