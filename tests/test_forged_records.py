@@ -135,7 +135,7 @@ def test_a_str_note_is_not_escaped_twice() -> None:
 CONFIG = """
 [[tarpit]]
 protocol = "ssh"
-listen = ["127.0.0.1:0", "[::1]:0"]
+listen = ["127.0.0.1:0", "[::1]:0", "*:0"]
 delay = 0.05
 
 [[tarpit]]
@@ -174,6 +174,8 @@ FORGED_SSH = [
     b"SSH-2.0-z\t2026-01-01T00:00:00.000Z ACCEPT host=::ffff:10.66.66.68 port=1 fd=1 n=1/4096",
     b'SSH-2.0-w" ACCEPT host=2001:db8::66 port=1 fd=1 n=1/4096 x="',
     b'SSH-2.0-v\\" ACCEPT host=10.66.66.69 port=1 fd=1 n=1/4096',
+    # the whole end of an ACCEPT line, as contrib/fail2ban's filters anchor it
+    b"SSH-2.0-u ACCEPT host=10.66.66.70 port=1 fd=1 n=1/4096 proto=ssh listener=x",
 ]
 FORGED_HTTP = [  # (User-Agent, Host, path)
     (b"Mozilla/5.0 ACCEPT host=10.77.77.77 port=2 fd=2 n=1/4096", b"10.77.77.79", b"/"),
@@ -196,6 +198,8 @@ class Run:
     smtp: set[str]
     same: dict[str, str]
     """protocol -> the peer address that sent SAME."""
+    mapped: str = ""
+    """The IPv4 peer of a dual-stack listener, logged IPv4-mapped."""
 
     @property
     def peers(self) -> set[str]:
@@ -232,8 +236,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     json_log, db = tmp / "tarry.json", tmp / "history.sqlite3"
     t = start_tarry(CONFIG.format(json=json_log, db=db))
     try:
-        wait_until(lambda: t.count(" LISTEN ") == 4, 10, "four LISTEN lines")
-        ssh, ssh6, http, smtp = t.port("ssh"), t.port("ssh", 1), t.port("http"), t.port("smtp")
+        wait_until(lambda: t.count(" LISTEN ") == 5, 10, "five LISTEN lines")
+        ssh, ssh6, dual = t.port("ssh"), t.port("ssh", 1), t.port("ssh", 2)
+        http, smtp = t.port("http"), t.port("smtp")
         r = Run(tmp / "tarry.log", json_log, db, set(), set(), set(), {})
         n = iter(range(11, 250))
 
@@ -246,6 +251,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             talk(src(r.ssh), ssh, ident + b"\r\n")
         talk("::1", ssh6, FORGED_SSH[0] + b"\r\n")
         r.ssh.add("::1")
+        r.mapped = src(r.ssh)  # logged as host=::ffff:127.0.0.N
+        talk(r.mapped, dual, FORGED_SSH[2] + b"\r\n")
         for agent, host, path in FORGED_HTTP:
             head = b"GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\n\r\n" % (path, host, agent)
             talk(src(r.http), http, head, b"")
@@ -439,5 +446,9 @@ def test_crowdsec_endlessh_patterns_extract_only_true_peers(run: Run) -> None:
             if m:
                 found[name].add(m["ip"])
     v4 = {ip for ip in run.peers if "." in ip}
-    assert found["accept-v4"] == found["accept-v4-old"] == v4
-    assert found["accept-v6"] == {"::1"} and found["accept-v6-old"] == set()
+    assert f"ACCEPT host=::ffff:{run.mapped} " in run.log.read_text()
+    assert found["accept-v4"] == v4
+    assert found["accept-v4-old"] == v4 - {run.mapped}  # it never read mapped ones
+    # grok's IPV6 takes an IPv4-mapped address too: the same peer
+    assert {ip.removeprefix("::ffff:") for ip in found["accept-v6"]} == {"::1", run.mapped}
+    assert found["accept-v6-old"] == set()
