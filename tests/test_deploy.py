@@ -124,7 +124,7 @@ def test_socket_activation_by_name_traps_openssh(tmp_path, procs) -> None:
     finally:
         client.kill()
         client.wait()
-    t.wait_for(r' CLOSE .*ssh_id="SSH-2\.0-OpenSSH', timeout=10)
+    t.wait_for(r" CLOSE .*ssh_id=SSH-2\.0-OpenSSH", timeout=10)
 
 
 def test_socket_activation_by_address_and_unused_sockets(tmp_path, procs) -> None:

@@ -139,8 +139,8 @@ def test_serve_lines_carry_extra_fields(serve) -> None:
     head, _, extra = close.partition(" proto=")
     assert CLOSE_RX.match(head)
     assert "reason=closed" in extra and "received=27" in extra
-    # the note is sanitised (\\ and \x01), then logfmt-quoted (escaping \\ and ")
-    assert extra.endswith(r'ssh_id="SSH-2.0-Evil \"quoted\" \\\\ \\x01"'), extra
+    # the note is sanitised (\\ and \x01), then one bare token (space and " escaped)
+    assert extra.endswith(r"ssh_id=SSH-2.0-Evil\x20\x22quoted\x22\x20\\\x20\x01"), extra
 
 
 def test_lines_are_never_early_and_late_by_at_most_a_bucket(serve) -> None:

@@ -196,7 +196,7 @@ def test_notes_from_a_full_request():
         "method": "GET",
         "path": "/wp-login.php?redirect_to=%2F",
         "version": "HTTP/1.1",
-        "http_host": "shop.test",
+        "host_header": "shop.test",
         "user_agent": CHROME_UA.decode(),
         "client": "browser",
     }
@@ -228,7 +228,7 @@ def test_line_ends(eol):
         + eol
     )
     assert c.phase != H.READ
-    assert c.notes["path"] == "/x" and c.notes["http_host"] == "h" and c.notes["client"] == "wget"
+    assert c.notes["path"] == "/x" and c.notes["host_header"] == "h" and c.notes["client"] == "wget"
 
 
 def test_user_agent_is_sanitised_and_truncated():
@@ -238,13 +238,13 @@ def test_user_agent_is_sanitised_and_truncated():
     note = c.notes["user_agent"]
     assert note.startswith("Mozilla/5.0 \\xff\\xfe\\\\evil")
     assert len(note) <= 256 and note.isprintable() and note.isascii()
-    assert c.notes["http_host"] == "a\\x09b"
+    assert c.notes["host_header"] == "a\\x09b"
 
 
 def test_first_header_wins_and_header_names_are_case_insensitive():
     c = Client(make_bait())
     c.feed(b"GET / HTTP/1.1\r\nhOsT: first\r\nHost: second\r\nUSER-AGENT: curl/1\r\n\r\n")
-    assert c.notes["http_host"] == "first" and c.notes["client"] == "curl"
+    assert c.notes["host_header"] == "first" and c.notes["client"] == "curl"
 
 
 def test_not_http_is_noted_as_request():
@@ -295,7 +295,7 @@ def test_nothing_past_8_kib_is_read():
 def test_nothing_past_the_blank_line_is_parsed():
     c = Client(make_bait())
     c.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nUser-Agent: curl/8\r\n\x00")
-    assert c.notes["http_host"] == "a" and "user_agent" not in c.notes
+    assert c.notes["host_header"] == "a" and "user_agent" not in c.notes
 
 
 def test_more_than_100_header_lines_is_bounded():

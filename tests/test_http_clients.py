@@ -227,11 +227,14 @@ def close_line(t: Tarry, path: str, timeout: float = 10.0) -> str:
     return t.wait_for(rf" CLOSE .* path={re.escape(path)}( |$)", timeout).string
 
 
+_UNLINE = {"\\\\": "\\\\", "\\x20": " ", "\\x22": '"', "\\x3d": "="}
+
+
 def field(line: str, key: str) -> str:
-    m = re.search(rf' {key}=("(?:[^"\\]|\\.)*"|\S+)', line)
+    """The stored (sanitised) value of ``key``: the line's escapes undone."""
+    m = re.search(rf" {key}=(\S+)", line)
     assert m, f"no {key}= in {line}"
-    value = m.group(1)
-    return value[1:-1].replace('\\"', '"').replace("\\\\", "\\") if value[0] == '"' else value
+    return re.sub(r"\\\\|\\x20|\\x22|\\x3d", lambda e: _UNLINE[e[0]], m[1])
 
 
 def check_close(line: str, spec: ClientSpec, path: str, port: int) -> int:
@@ -240,7 +243,7 @@ def check_close(line: str, spec: ClientSpec, path: str, port: int) -> int:
     assert field(line, "method") == "GET"
     assert field(line, "path") == path
     assert field(line, "version") == "HTTP/1.1"
-    assert field(line, "http_host") == f"127.0.0.1:{port}"
+    assert field(line, "host_header") == f"127.0.0.1:{port}"
     assert re.fullmatch(spec.ua, field(line, "user_agent")), field(line, "user_agent")
     assert field(line, "client") == spec.cls
     return int(field(line, "bytes"))

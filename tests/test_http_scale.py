@@ -64,5 +64,5 @@ def test_a_thousand_http_clients_stay_held() -> None:
         if socks:
             wait_until(lambda: t.count(r" CLOSE ") == len(socks), 20, "every CLOSE")
             close = next(line for line in t.lines if " CLOSE " in line)
-            assert "path=/wp-login.php" in close and "http_host=victim.example" in close
+            assert "path=/wp-login.php" in close and "host_header=victim.example" in close
         t.stop()

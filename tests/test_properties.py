@@ -333,7 +333,7 @@ def test_http_heads_are_read_right_however_split(method, target, host, agent, ex
         notes.update(step.notes or ())
     assert notes.get("method") == method and notes.get("path") == target
     assert notes.get("version") == "HTTP/1.1"
-    assert notes.get("http_host") == host and notes.get("user_agent") == agent
+    assert notes.get("host_header") == host and notes.get("user_agent") == agent
     assert obj is None  # the head was read: nothing kept per client any more
 
 

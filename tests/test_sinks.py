@@ -111,7 +111,7 @@ def test_syslog_over_a_unix_socket_and_udp(tmp_path):
         msg = server.recv(4096).decode()
         # <30> = daemon (3) * 8 + info (6); syslog adds its own time stamp
         assert msg.startswith(f"<30>tarry[{os.getpid()}]: CLOSE host=2001:db8::1 port=1 fd=9 ")
-        assert 'user_agent="curl/8.5 \\"quoted\\""' in msg
+        assert "user_agent=curl/8.5\\x20\\x22quoted\\x22 " in msg
         msg = udp.recv(4096).decode()
         assert msg.startswith(f"<38>tarry[{os.getpid()}]: {{")  # auth (4) * 8 + 6
         assert json.loads(msg.split(": ", 1)[1].rstrip("\0"))["reason"] == "reset"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -42,8 +43,9 @@ class Step(NamedTuple):
     close: bool = False
     """Close the connection once ``out`` is sent."""
     notes: tuple[tuple[str, str | bytes], ...] | None = None
-    """(key, value) pairs learned about the client, raw as the peer sent them; a
-    key replaces its old value. The engine sanitises and bounds them, once."""
+    """(key, value) pairs learned about the client; a key replaces its old
+    value. Bytes are raw peer data, which the engine sanitises; a str is the
+    bait's own text or `sanitise`'s output, which it only bounds (`note_text`)."""
     starttls: bool = False
     """Start a server-side TLS handshake right after ``out`` is sent in clear.
     Only meaningful under the TLS layer, which consumes it."""
@@ -206,11 +208,39 @@ _ESC[ord("\\")] = "\\\\"
 
 
 def sanitise(value: bytes | str, limit: int = NOTE_MAX) -> str:
-    """Printable ASCII only, bounded: peer data goes into logs and databases."""
+    """Printable ASCII only, bounded: peer data goes into logs and databases.
+
+    A backslash always starts an escape (``\\\\`` or ``\\xNN``), so the bytes can
+    be told back exactly; the bound therefore drops an escape whole rather
+    than keep half of one."""
     if isinstance(value, str):
         value = value.encode("utf-8", "surrogateescape")
-    raw = value[: limit * 4]
-    out = raw.decode("latin-1")
-    if raw.translate(None, _PRINTABLE) or b"\\" in raw:
-        out = "".join(_ESC.get(b, chr(b)) for b in raw)
-    return out[:limit]
+    raw = value[:limit]
+    if not raw.translate(None, _PRINTABLE) and b"\\" not in raw:
+        return raw.decode("ascii")
+    out: list[str] = []
+    room = limit
+    for b in raw:
+        part = _ESC.get(b) or chr(b)
+        room -= len(part)
+        if room < 0:
+            break
+        out.append(part)
+    return "".join(out)
+
+
+def note_text(value: bytes | str) -> str:
+    """A note value as stored. Raw bytes are sanitised; text that is printable
+    ASCII already (the bait's own, or `sanitise`'s output) is kept as it is,
+    because sanitising it again would escape its escapes: a byte 0xC3 must be
+    stored as ``\\xc3`` whichever bait saw it, never as ``\\\\xc3``."""
+    if isinstance(value, str) and value.isascii() and value.isprintable():
+        if len(value) <= NOTE_MAX:
+            return value
+        # cut as sanitise does: an escape goes whole or not at all
+        ends = (m.end() for m in _TOKEN.finditer(value, 0, NOTE_MAX + 4))
+        return value[: max((e for e in ends if e <= NOTE_MAX), default=0)]
+    return sanitise(value)
+
+
+_TOKEN = re.compile(r"\\x[0-9a-fA-F]{2}|\\\\|.", re.DOTALL)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import proxy
-from .bait import Bait, Step, TarpitSpec, sanitise, shortest
+from .bait import Bait, Step, TarpitSpec, note_text, shortest
 from .events import ACCEPT, CLOSE, TOTALS, Bus, Event, Notes
 from .heap import MALLOC_TRIM
 from .limits import IPCounter, v6_key
@@ -824,7 +824,7 @@ class Engine:
         merged = dict(old)
         for key, value in new:
             if key in merged or len(merged) < NOTES_MAX:
-                merged[str(key)[:32]] = sanitise(value)
+                merged[str(key)[:32]] = note_text(value)
         notes = tuple(merged.items())
         if notes != old:
             self.note[fd] = self.notes.acquire(notes)

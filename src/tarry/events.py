@@ -121,14 +121,22 @@ def millis(seconds: float) -> str:
     return f"{ms // 1000}.{ms % 1000:03d}"
 
 
-_BARE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/@+-[]")
+# Space, '"' and '=' are the characters that could end a value early or start
+# a field of its own; written as escapes, they cannot. Control characters too,
+# though sanitised values never hold them: a line must stay one line.
+_LINE_ESC = {c: f"\\x{c:02x}" for c in (*range(0x21), 0x7F, ord('"'), ord("="))}
 
 
 def logfmt(value: str) -> str:
-    """A value bare when it is a plain token, else double-quoted with escapes."""
-    if value and all(c in _BARE for c in value):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """``value`` as one bare logfmt token, ``""`` when empty.
+
+    Values come sanitised (printable ASCII, ``\\\\`` and ``\\xNN`` escapes), so
+    writing space, ``"`` and ``=`` as ``\\x20``, ``\\x22`` and ``\\x3d`` keeps them
+    unambiguous. Peers choose these values, and fail2ban and CrowdSec search the
+    whole line: no value may hold a separator, or a peer could forge
+    ``ACCEPT host=`` records inside its own line and choose who gets banned.
+    """
+    return value.translate(_LINE_ESC) if value else '""'
 
 
 def listen_line(proto: str, listener: str, delay: float, max_clients: int, mode: str) -> str:

@@ -13,9 +13,10 @@ Strategies (``strategy`` key; docs/http.md has the table and the client limits):
               then the endless body.
 
 Notes for the CLOSE line: method, path, version (or ``request`` for a first
-line that is not HTTP), http_host (the Host header: ``host`` is the peer's
-address in endlessh's log line), user_agent, and client (the class ``auto``
-chose by).
+line that is not HTTP), host_header (the Host header: ``host`` is the peer's
+address in endlessh's log line, and no key may end in ``host``, or a greedy
+``^.*host=<HOST>`` filter would read the peer's Host header as the address to
+ban), user_agent, and client (the class ``auto`` chose by).
 
 Per client, while the request head is being read, ``obj`` holds a bytearray of
 at most ``HEAD_MAX`` bytes. From the first response byte on, ``obj`` is None
@@ -815,7 +816,7 @@ class Request:
         elif self.line:
             out.append(("request", sanitise(self.line, 128)))
         if self.host is not None:
-            out.append(("http_host", sanitise(self.host, 128)))
+            out.append(("host_header", sanitise(self.host, 128)))
         if self.user_agent is not None:
             out.append(("user_agent", sanitise(self.user_agent)))
         if self.line or self.user_agent is not None:

@@ -859,7 +859,7 @@ class SshBait:
             notes.append(("hassh_error", str(exc)))
             return state | KEXIN_DONE, None
         notes.append(("hassh", digest))
-        notes.append(("hassh_algos", raw[:HASSH_RAW_MAX]))
+        notes.append(("hassh_algos", raw[:HASSH_RAW_MAX].encode("latin-1")))  # peer bytes
         return state | KEXIN_DONE, None
 
 
