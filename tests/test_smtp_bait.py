@@ -413,3 +413,55 @@ def test_whole_code_moves_only_cuts_inside_a_code():
     assert [smtp.whole_code(reply, 0, e) for e in range(1, 15)] == [
         4, 4, 4, 4, 5, 6, 7, 11, 11, 11, 11, 12, 13, 14,
     ]  # fmt: skip
+
+
+def test_a_deadline_learned_from_an_address_paces_every_reply_inside_it():
+    """A tool that left a dripping reply after 20 s waits at most 20 s for a
+    reply: from that address, every reply (the greeting whole, each 535) is
+    done within 80% of it, so a brute-forcer goes from password to password."""
+    from tarry.deadlines import SHARE, DeadlineStore
+    from tarry.events import CLOSE, Event
+
+    store = DeadlineStore("smtp", smtp.lesson)
+    store.enabled = True
+    bait = smtp.make(spec(delay=2.0, greeting_lines=-1))
+    bait.store = store
+    first = Sim(bait, peer="192.0.2.5")
+    for _ in range(12):  # 24 s into an endless greeting...
+        first.tick()
+    assert first.notes["replying_since"] == "0.0"
+    # ...it leaves: the engine's CLOSE event teaches the store
+    store.emit(
+        Event(CLOSE, 0.0, "smtp", "*:25", "192.0.2.5", 1, 7, duration=first.now,
+              reason="closed", notes=tuple(first.notes.items()))
+    )  # fmt: skip
+    learned = store.deadline("192.0.2.5", 0)
+    assert learned is not None and abs(learned - first.now) < 0.1
+
+    sim = Sim(bait, peer="192.0.2.5")
+    t0 = sim.now
+    assert sim.run() == f"220 {HOST} ESMTP Postfix\r\n".encode()  # no endless lines now
+    assert sim.now - t0 <= SHARE * learned
+    for word in (b"EHLO x\r\n", b"AUTH LOGIN\r\n", b"dXNlcg==\r\n", b"cGFzcw==\r\n"):
+        t0 = sim.now
+        reply = say(sim, word)
+        assert reply and sim.now - t0 <= SHARE * learned + 0.01, (word, sim.now - t0)
+    assert reply.startswith(b"535 ")
+    assert sim.notes["replying_since"] == "-"  # waiting for the client: nothing to learn
+    # another address still gets the endless greeting
+    other = Sim(bait, peer="192.0.2.6")
+    for _ in range(30):
+        other.tick()
+    assert other.take().startswith(b"220-")
+
+
+def test_departures_that_teach_nothing():
+    from tarry.events import CLOSE, Event
+
+    def ev(reason: str, since: str, duration: float = 30.0) -> Event:
+        return Event(CLOSE, 0.0, "smtp", "*:25", "192.0.2.9", 1, 7, duration=duration,
+                     reason=reason, notes=(("replying_since", since),))  # fmt: skip
+
+    assert smtp.lesson(ev("closed", "-")) is None  # it left while we waited for it
+    assert smtp.lesson(ev("bait", "3.0")) is None  # we closed it
+    assert smtp.lesson(ev("reset", "10.0")) == ("", 20.0)

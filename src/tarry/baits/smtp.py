@@ -24,6 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..bait import MAX_SECONDS, Bounds, Notes, Option, Step, TarpitSpec, jittered, sanitise
+from ..deadlines import SHARE, DeadlineStore
+from ..events import Event
 from ..tls import TLS_OPTIONS, check_tls
 
 PROTOCOL = "smtp"
@@ -156,9 +158,22 @@ _ADDR_BAD = bytes(range(0x21)) + b"<>()[]\\,;\x7f"
 class Session:
     """What one client's dialogue needs between calls; every field is bounded."""
 
-    __slots__ = ("buf", "greet", "nrcpt", "pos", "rcpt", "reply", "size", "step", "tail")
+    __slots__ = (
+        "budget",
+        "buf",
+        "greet",
+        "noted",
+        "nrcpt",
+        "pos",
+        "rcpt",
+        "reply",
+        "since",
+        "size",
+        "step",
+        "tail",
+    )
 
-    def __init__(self, reply: bytes, step: int) -> None:
+    def __init__(self, reply: bytes, step: int, budget: float = BUDGET) -> None:
         self.buf: bytearray | None = None  # unprocessed input, at most PENDING_MAX
         self.reply: bytes | None = reply  # the reply being dripped (mostly a shared constant)
         self.pos = 0  # bytes of ``reply`` already sent
@@ -168,6 +183,9 @@ class Session:
         self.rcpt = ""  # comma-joined distinct recipients seen, at most RCPT_NOTED
         self.tail = b""  # DATA: the last bytes seen, to find <CRLF>.<CRLF> across reads
         self.size = 0  # DATA: body bytes seen
+        self.budget = budget  # seconds any reply may take: less when a deadline was learned
+        self.since: float | None = 0.0  # when the reply in flight began (-1: this call)
+        self.noted = ""  # the ``replying_since`` note last sent
 
 
 CODE_LEN = 4  # "250-", "220 ": a reply code and its separator
@@ -191,7 +209,19 @@ def _drip_step(reply: bytes, budget: float, delay_max: float) -> int:
     if ticks <= 1:
         return len(reply)
     dripped = len(reply) - (CODE_LEN - 1) * reply.count(b"\n")
-    return max(1, -(-dripped // ticks))
+    step = max(1, -(-dripped // ticks))
+    while _segments(reply, step) > ticks:  # whole codes make a few more segments
+        step += 1
+    return step
+
+
+def _segments(reply: bytes, step: int) -> int:
+    """How many ticks ``reply`` takes at ``step`` bytes a tick, codes whole."""
+    n = pos = 0
+    while pos < len(reply):
+        pos = whole_code(reply, pos, pos + step)
+        n += 1
+    return n
 
 
 def _address(arg: bytes, keyword: bytes) -> tuple[bytes, bytes] | None:
@@ -243,6 +273,7 @@ class SmtpBait:
         self.offer_starttls = False  # until a TLS layer attaches
         self.tls_room: Callable[[], bool] = lambda: True
         self.errors = 0  # bugs caught by the safety net; tests require 0
+        self.store = deadline_store()
 
         self.r_greet = f"220 {host} ESMTP Postfix\r\n".encode()
         self.r_more = tuple((line.format(host=host) + "\r\n").encode() for line in _CONTINUATIONS)
@@ -272,21 +303,49 @@ class SmtpBait:
 
     def open(self, peer: str) -> Step:
         state = P_GREET | (F_TLS if self.implicit_tls else 0)
-        first = self.r_more[0] if self.greeting_lines != 0 else self.r_greet
-        sess = Session(first, _drip_step(first, BUDGET, self.delay_max))
-        return Step(state, b"", self._delay(), sess)
+        learned = self.store.deadline(peer, 0) if self.store.known(peer) else None
+        if learned is not None:
+            # this address's tool waits ``learned`` s for a reply: every reply,
+            # the greeting whole, is done just inside it, and then the next
+            budget = SHARE * learned
+            sess = Session(self.r_greet, _drip_step(self.r_greet, budget, self.delay_max), budget)
+            sess.greet = max(0, self.greeting_lines)
+        else:
+            first = self.r_more[0] if self.greeting_lines != 0 else self.r_greet
+            sess = Session(first, _drip_step(first, BUDGET, self.delay_max))
+        return self._noted(Step(state, b"", self._delay(), sess), sess, 0.0)
 
     def feed(self, state: int, obj: Any, data: bytes, age: float) -> Step:
         try:
-            return self._feed(state, obj, data, age)
+            step = self._feed(state, obj, data, age)
         except Exception:
             return self._broken(state)
+        return self._noted(step, obj, age)
 
     def tick(self, state: int, obj: Any, age: float) -> Step:
         try:
-            return self._tick(state, obj, age)
+            step = self._tick(state, obj, age)
         except Exception:
             return self._broken(state)
+        return self._noted(step, obj, age)
+
+    @staticmethod
+    def _noted(step: Step, obj: Any, age: float) -> Step:
+        """Note when the reply in flight began (``replying_since``, "-" for
+        none): a client that leaves during a reply tells ``lesson`` how long
+        its software waits for one."""
+        sess = step.obj if isinstance(step.obj, Session) else obj
+        if not isinstance(sess, Session):
+            return step
+        if sess.reply is None:
+            sess.since = None
+        elif sess.since is None or sess.since < 0:
+            sess.since = age
+        mark = "-" if sess.since is None else f"{sess.since:.1f}"
+        if mark == sess.noted:
+            return step
+        sess.noted = mark
+        return step._replace(notes=(*(step.notes or ()), ("replying_since", mark)))
 
     # -- internals -----------------------------------------------------------
 
@@ -310,7 +369,8 @@ class SmtpBait:
     def _start(self, sess: Session, reply: bytes, budget: float = BUDGET) -> None:
         sess.reply = reply
         sess.pos = 0
-        sess.step = _drip_step(reply, budget, self.delay_max)
+        sess.step = _drip_step(reply, min(budget, sess.budget), self.delay_max)
+        sess.since = -1.0  # this call's age, once _noted knows it
 
     def _expired(self, state: int, age: float) -> bool:
         return self.session_limit > 0 and age >= self.session_limit and not state & F_EXPIRED
@@ -369,6 +429,8 @@ class SmtpBait:
 
     def _more_greeting(self, sess: Session) -> bool:
         """Queue the next greeting line; False once the final 220 has gone."""
+        if sess.budget < BUDGET:
+            return False  # a learned deadline: the greeting was its final line only
         n = self.greeting_lines
         sess.greet += 1
         if n < 0 or sess.greet < n:
@@ -688,6 +750,37 @@ _COMMANDS: dict[bytes, Callable[[SmtpBait, int, Session, bytes], tuple[int, Note
     b"STARTTLS": SmtpBait._cmd_starttls,
     b"AUTH": SmtpBait._cmd_auth,
 }
+
+
+def lesson(event: Event) -> tuple[str, float] | None:
+    """What an SMTP departure teaches (``tarry.deadlines``): a client that left,
+    on its own, while a reply was dripping had waited ``duration - since``
+    for it at most; its address is then answered inside that. The software
+    is not known before the greeting, so the lesson is the address's."""
+    if event.reason not in ("closed", "reset"):
+        return None
+    try:
+        since = float(event.note("replying_since", "-"))
+    except ValueError:
+        return None  # no reply was in flight: it left while we waited for it
+    return "", event.duration - since
+
+
+_STORE: DeadlineStore | None = None
+
+
+def deadline_store() -> DeadlineStore:
+    """The process-wide store that SMTP listeners share."""
+    global _STORE
+    if _STORE is None:
+        _STORE = DeadlineStore(PROTOCOL, lesson)
+        _STORE.enabled = True
+    return _STORE
+
+
+def sinks() -> list[DeadlineStore]:
+    """Event sinks this protocol wants on the bus (the engine's CLI adds them)."""
+    return [deadline_store()]
 
 
 def make(spec: TarpitSpec) -> SmtpBait:
