@@ -164,3 +164,23 @@ def test_software_families_are_short_and_label_safe():
     assert family("ehlo", "User") == "User"
     assert family("ehlo", "<script>") == "other"
     assert len(family("user_agent", "x" * 500)) == 32
+
+
+def test_seconds_held_by_software_family_metric():
+    from prometheus_client import generate_latest
+    from prometheus_client.core import CollectorRegistry
+
+    from tarry.events import CLOSE, Event
+    from tarry.metrics import Metrics
+
+    m = Metrics()
+    for ua, d in (("gobuster/3.6", 80.0), ("gobuster/3.5", 8.5), ("curl/8.5", 2.0)):
+        m.emit(Event(CLOSE, 0.0, "http", "[::]:80", "::ffff:192.0.2.1", 1, 7, duration=d,
+                     reason="closed", notes=(("user_agent", ua),)))  # fmt: skip
+    reg = CollectorRegistry()
+    reg.register(m)
+    text = generate_latest(reg).decode()
+    assert (
+        'tarry_time_wasted_by_software_seconds_total{family="gobuster",proto="http"} 88.5' in text
+    )
+    assert 'tarry_time_wasted_by_software_seconds_total{family="curl",proto="http"} 2.0' in text

@@ -413,3 +413,16 @@ def test_csv_neutralises_every_formula_start_in_every_column(tmp_path):
     # JSON is not for spreadsheets: it keeps the text exact
     _, out, _ = run("--db", str(path), "--format", "json", "--top", "100")
     assert {r["software"] for r in json.loads(out)["top_software"]} == {*nasty, "curl/8.5.0"}
+
+
+def test_seconds_held_by_client_family(db):
+    """Versions fold into one family (libssh 0.9.6 sessions, both curls), most seconds first."""
+    code, out, _ = run("--db", db, "--format", "json")
+    assert code == 0
+    fams = json.loads(out)["by_family"]
+    assert fams[0] == {"proto": "smtp", "family": "User", "sessions": 1, "seconds": 20000.0}
+    assert {"proto": "ssh", "family": "libssh", "sessions": 2, "seconds": 3700.5} in fams
+    assert {"proto": "http", "family": "curl", "sessions": 2, "seconds": 40.5} in fams
+    assert [f["seconds"] for f in fams] == sorted((f["seconds"] for f in fams), reverse=True)
+    code, text, _ = run("--db", db)
+    assert "Seconds held by client family" in text

@@ -186,6 +186,7 @@ class Admin:
             "bytes_sent": sum(s.sent.values()),
             "countries": s.countries.most_common(10),
             "software": s.families.most_common(10),
+            "software_seconds": [(f, round(v, 1)) for f, v in s.family_seconds.most_common(10)],
             "clients": [client_row(c, self.lookup) for c in self.snapshot(limit)],
         }
         if self.history_totals is not None:
@@ -403,6 +404,9 @@ td.notes{white-space:normal;word-break:break-all;color:#a0a8b7}
 <th>bytes</th><th>what it said</th></tr></thead><tbody></tbody></table></div>
 <div class="card" id="chart-countries" data-chart="countries"></div>
 <div class="card" id="chart-software" data-chart="software"></div>
+<div class="card"><h3>Seconds held by client family (since start)</h3>
+<table id="families"><thead><tr><th>family</th><th>time wasted</th></tr></thead>
+<tbody></tbody></table></div>
 <div class="card" id="chart-world" data-chart="world"></div>
 </div>
 <script>
@@ -448,6 +452,9 @@ async function poll() {
       return tr;
     });
     body.replaceChildren(...rows);
+    document.querySelector("#families tbody").replaceChildren(...s.software_seconds.map(
+      ([f, secs]) => { const tr = document.createElement("tr");
+                       cell(tr, f); cell(tr, hms(secs)); return tr; }));
     document.getElementById("status").textContent =
       "live · updated " + new Date().toLocaleTimeString() + " · up " + hms(s.uptime);
   } catch (e) {

@@ -123,6 +123,7 @@ class Metrics:
         self.by_country: dict[k2, int] = {}  # (proto, country) connections
         self.seconds_by_country: dict[k2, float] = {}
         self.by_family: dict[k2, int] = {}  # (proto, family) closed sessions
+        self.seconds_by_family: dict[k2, float] = {}  # ... and the seconds they were held
         self.hold: dict[str, list[float]] = {}  # proto -> bucket counts, +Inf, sum
 
     # -- the sink ------------------------------------------------------------------
@@ -152,6 +153,7 @@ class Metrics:
         if fkey not in self.by_family and len(self.by_family) >= FAMILIES_MAX:
             fkey = (event.proto, "other")
         _add(self.by_family, fkey, 1)
+        _add(self.seconds_by_family, fkey, d)
         h = self.hold.get(event.proto)
         if h is None:
             h = self.hold[event.proto] = [0.0] * (len(HOLD_BUCKETS) + 2)
@@ -271,6 +273,13 @@ class Metrics:
             "Closed sessions, by client software family (SSH id, User-Agent, EHLO shape).",
             "family",
             self.by_family,
+        )
+        yield self._pairs(
+            CounterMetricFamily,
+            "tarry_time_wasted_by_software_seconds",
+            "Seconds closed sessions were held, by client software family.",
+            "family",
+            self.seconds_by_family,
         )
         m = HistogramMetricFamily(
             "tarry_hold_duration_seconds", "How long closed clients were held.", labels=["proto"]

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 from .bait import shown
 from .history import SCHEMA_VERSION, default_path
 from .pghistory import is_url, redact
+from .software import family
 from .stats import DURATION_BUCKETS
 
 PROG = "tarry report"
@@ -48,6 +49,25 @@ class ReportError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line, no usage dump
         raise ReportError(message)
+
+
+_SOFTWARE_KEY = {"ssh": "ssh_id", "http": "user_agent", "smtp": "ehlo"}
+
+
+def _by_family(rows: Sequence[Sequence[Any]], top: int) -> list[dict[str, Any]]:
+    """Sessions and seconds per (protocol, client family), most seconds first: what
+    each kind of tool was made to waste, whatever version string it sent."""
+    sums: dict[tuple[str, str], list[float]] = {}
+    for proto, sw, n, secs in rows:
+        fam = family(_SOFTWARE_KEY.get(proto, ""), sw or "") or "none"
+        acc = sums.setdefault((proto, fam), [0, 0.0])
+        acc[0] += n
+        acc[1] += secs
+    ranked = sorted(sums.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))[:top]
+    return [
+        {"proto": p, "family": f, "sessions": int(n), "seconds": round(secs, 3)}
+        for (p, f), (n, secs) in ranked
+    ]
 
 
 def parse_when(text: str, now: float) -> float:
@@ -326,6 +346,13 @@ def collect(
             (top,),
         )
     ]
+    out["by_family"] = _by_family(
+        q(
+            "SELECT proto, software, count(*), coalesce(sum(duration), 0) FROM {t}"
+            " WHERE {w} GROUP BY proto, software"
+        ),
+        top,
+    )
     counts = dict(q(f"SELECT {_bucket_sql()} AS b, count(*) FROM {{t}} WHERE {{w}} GROUP BY b"))
     out["durations"] = [
         {"bucket": label, "sessions": counts.get(i, 0)}
@@ -443,6 +470,15 @@ def write_table(data: dict[str, Any], out: TextIO) -> None:
         ],
         {2, 3},
     )
+    section(
+        "Seconds held by client family",
+        ["proto", "family", "sessions", "time wasted"],
+        [
+            [r["proto"], r["family"], str(r["sessions"]), human(r["seconds"])]
+            for r in data["by_family"]
+        ],
+        {2, 3},
+    )
     peak = max([r["sessions"] for r in data["durations"]] + [1])
     section(
         "Hold durations",
@@ -516,6 +552,8 @@ def write_csv(data: dict[str, Any], out: TextIO) -> None:
         wr.writerow(["top_countries", "", r["country"], r["sessions"], r["seconds"]])
     for r in data["top_software"]:
         wr.writerow(["top_software", r["proto"], r["software"], r["sessions"], r["seconds"]])
+    for r in data["by_family"]:
+        wr.writerow(["by_family", r["proto"], r["family"], r["sessions"], r["seconds"]])
     for r in data["durations"]:
         wr.writerow(["durations", "", r["bucket"], r["sessions"], ""])
     for r in data["activity"]:

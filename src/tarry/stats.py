@@ -52,6 +52,7 @@ class LiveStats:
         self.sent: Counter[str] = Counter()
         self.countries: Counter[str] = Counter()
         self.families: Counter[str] = Counter()
+        self.family_seconds: Counter[str] = Counter()  # seconds held, per family
         self.durations: dict[str, list[int]] = {}
         self.minutes: deque[tuple[int, Counter[str]]] = deque(maxlen=MINUTES)
         self.protocols: set[str] = set()
@@ -79,6 +80,7 @@ class LiveStats:
             if fam not in self.families and len(self.families) >= FAMILIES_MAX:
                 fam = "other"
             self.families[fam] += 1
+            self.family_seconds[fam] += event.duration
         d = self.durations.get(proto)
         if d is None:
             d = self.durations[proto] = [0] * len(DURATION_BUCKETS)
