@@ -1,23 +1,39 @@
+# Everything runs from a project venv (.venv): Debian's python3 is externally
+# managed (PEP 668) and refuses `pip install` outside one. PYTHON is the
+# interpreter that makes the venv: python3 first on PATH (Debian's own, or any
+# other Python >= 3.11).
 PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: run test deps lint bench
 
-# Install tarry and run it with its embedded defaults.
-run:
-	$(PYTHON) -m pip install -q --disable-pip-version-check ".[all]"
-	tarry serve
+# Install tarry into the venv and run it with its embedded defaults.
+run: $(PY)
+	$(PY) -m pip install -q --disable-pip-version-check ".[all]"
+	$(VENV)/bin/tarry serve
 
 # Install everything the tests need (Debian clients, Python packages), then run them.
 test: deps
-	$(PYTHON) -m ruff check .
-	$(PYTHON) -m pytest -q
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(PY) -m pytest -q
 
-deps:
-	./scripts/install-test-deps.sh
+deps: $(PY)
+	PYTHON=$(PY) ./scripts/install-test-deps.sh
 
-lint:
-	$(PYTHON) -m ruff check .
-	$(PYTHON) -m ruff format --check .
+lint: $(PY)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
-bench:
-	$(PYTHON) bench/run.py -n 10000 --window 60
+bench: $(PY)
+	$(PY) bench/run.py -n 10000 --window 60
+
+# The venv itself; Debian ships venv and ensurepip apart, as python3-venv.
+$(PY):
+	@$(PYTHON) -c 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11), sys.version' 2>/dev/null || { \
+	  echo "installing python3-venv (Debian) for $(PYTHON)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv >/dev/null; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip

@@ -186,7 +186,10 @@ class Admin:
             "bytes_sent": sum(s.sent.values()),
             "countries": s.countries.most_common(10),
             "software": s.families.most_common(10),
-            "software_seconds": [(f, round(v, 1)) for f, v in s.family_seconds.most_common(10)],
+            "software_seconds": [
+                (f, round(v, 1))
+                for f, v in sorted(s.family_seconds.items(), key=lambda kv: -kv[1])[:10]
+            ],
             "clients": [client_row(c, self.lookup) for c in self.snapshot(limit)],
         }
         if self.history_totals is not None:

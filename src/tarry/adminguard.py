@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from .heap import trim
 
@@ -50,7 +50,7 @@ _TOO_LARGE = (
 _TOO_SLOW = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
-def aiohttp_limits() -> dict[str, float]:
+def aiohttp_limits() -> dict[str, Any]:
     """Keyword arguments for aiohttp's request handler: its caps under the guard's."""
     return {
         "max_headers": MAX_HEADERS,

@@ -25,6 +25,8 @@ STATE_MAX = 0xFFFFFFFF
 NOTE_MAX = 256  # longest note value kept, after sanitising
 
 Notes = tuple[tuple[str, str], ...]
+RawNotes = tuple[tuple[str, str | bytes], ...]
+"""What a bait reports: values raw as the peer sent them, sanitised by the engine."""
 
 
 class Step(NamedTuple):
@@ -42,7 +44,7 @@ class Step(NamedTuple):
     """A per-client object to keep until the next call (None keeps none)."""
     close: bool = False
     """Close the connection once ``out`` is sent."""
-    notes: tuple[tuple[str, str | bytes], ...] | None = None
+    notes: RawNotes | None = None
     """(key, value) pairs learned about the client; a key replaces its old
     value. Bytes are raw peer data, which the engine sanitises; a str is the
     bait's own text or `sanitise`'s output, which it only bounds (`note_text`)."""

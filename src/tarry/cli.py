@@ -48,7 +48,7 @@ def make_baits(specs: list[TarpitSpec], where: Callable[[int, TarpitSpec], str])
         try:
             bait = registry()[spec.protocol].make(spec)
             # TLS (implicit or STARTTLS) wraps any bait whose spec asks for it.
-            baits.append(tls.wrap(spec, bait, warn=lambda m, i=i, s=spec: warn(where(i, s) + m)))
+            baits.append(tls.wrap(spec, bait, warn=_warner(where(i, spec))))
         except (ConfigError, tls.CertError) as exc:
             raise ConfigError(f"{where(i, spec)}{exc}") from None
     return baits
@@ -56,6 +56,11 @@ def make_baits(specs: list[TarpitSpec], where: Callable[[int, TarpitSpec], str])
 
 def warn(message: str) -> None:
     print(f"tarry: {message}", file=sys.stderr)
+
+
+def _warner(prefix: str) -> Callable[[str], None]:
+    """``warn`` with ``prefix`` (the file and table) before each message."""
+    return lambda message: warn(prefix + message)
 
 
 def bind_all(
@@ -68,7 +73,7 @@ def bind_all(
     bound: list[list[tuple[str, socket.socket]]] = []
     try:
         for i, spec in enumerate(specs, 1):
-            socks = []
+            socks: list[tuple[str, socket.socket]] = []
             bound.append(socks)
             for addr in spec.listen:
                 try:

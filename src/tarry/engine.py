@@ -296,7 +296,7 @@ class Engine:
         # the timer wheel
         self.quantum = 0.01
         self._per_part = 1.0 / (QUANTUM_PARTS * self.quantum)  # see _schedule
-        self._buckets: dict[int, array] = {}
+        self._buckets: dict[int, array[int]] = {}
         self._keys: list[int] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_key = -1
@@ -932,7 +932,7 @@ class Engine:
                 if fd in pending or fd in objs:
                     self._tick(fd, now)
                     continue
-                bait = listeners[lst[fd]].tarpit.bait  # type: ignore[union-attr]
+                bait = listeners[lst[fd]].tarpit.bait  # type: ignore[union-attr,unused-ignore]
                 try:
                     step = bait.tick(state[fd], None, ((now_ms - t0[fd]) & 0xFFFFFFFF) * 0.001)
                     state[fd] = step[0]
@@ -1192,8 +1192,7 @@ class Engine:
             else:
                 self.discard_socket(sock)
             if release_removed:
-                self._release(lambda fd, lst=lst: self.lst[fd] == lst.index)
-                self._close_parked(lst.tarpit, lambda i, lst=lst: i == lst.index)
+                self._release_listener(lst)
         for tarpit in unmatched:
             if tarpit.held == 0 and not tarpit.parked:
                 self._forget(tarpit)
@@ -1211,6 +1210,12 @@ class Engine:
                 self._add_listener(old, addr, sock)
         self._retune()
         self._resume_all()
+
+    def _release_listener(self, lst: Listener) -> None:
+        """Release the clients of a listener that is going away, parked ones too."""
+        index = lst.index
+        self._release(lambda fd: self.lst[fd] == index)
+        self._close_parked(lst.tarpit, lambda i: i == index)
 
     def _release(self, which: Callable[[int], bool]) -> None:
         for fd in self.clients():
@@ -1393,7 +1398,8 @@ def column(fmt: str, rows: int) -> memoryview:
     forked later (MAP_SHARED, mmap's default), which is what lets a supervisor
     read a worker's table."""
     size = max(struct.calcsize(fmt) * rows, mmap.PAGESIZE)
-    return memoryview(mmap.mmap(-1, size)).cast(fmt)
+    view: Any = memoryview(mmap.mmap(-1, size))  # cast() is typed for literal formats only
+    return view.cast(fmt)  # type: ignore[no-any-return]
 
 
 def raise_fd_limit() -> int:

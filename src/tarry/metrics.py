@@ -225,10 +225,10 @@ class Metrics:
             yield m
 
         labels = ["proto", "listener"]
-        m = GaugeMetricFamily("tarry_clients_held", "Clients held now.", labels=labels)
+        held = GaugeMetricFamily("tarry_clients_held", "Clients held now.", labels=labels)
         for k in sorted(keys):
-            m.add_metric(list(k), live[k][0] if k in live else max(self.held.get(k, 0), 0))
-        yield m
+            held.add_metric(list(k), live[k][0] if k in live else max(self.held.get(k, 0), 0))
+        yield held
         for name, doc, values in (
             ("tarry_connections", "Connections accepted.", self.opened),
             ("tarry_received_bytes", "Bytes received from closed clients.", self.received),
@@ -281,7 +281,7 @@ class Metrics:
             "family",
             self.seconds_by_family,
         )
-        m = HistogramMetricFamily(
+        hist = HistogramMetricFamily(
             "tarry_hold_duration_seconds", "How long closed clients were held.", labels=["proto"]
         )
         for proto, h in sorted(self.hold.items()):
@@ -292,8 +292,8 @@ class Metrics:
                 buckets.append((repr(le), acc))
             acc += h[len(HOLD_BUCKETS)]
             buckets.append(("+Inf", acc))
-            m.add_metric([proto], buckets, sum_value=h[-1])
-        yield m
+            hist.add_metric([proto], buckets, sum_value=h[-1])
+        yield hist
 
         dropped = CounterMetricFamily(
             "tarry_sink_dropped_events",
@@ -322,7 +322,7 @@ class Metrics:
             yield from self._per_ip(UnknownMetricFamily, CounterMetricFamily)
 
     @staticmethod
-    def _pairs(cls: Any, name: str, doc: str, label: str, values: dict[Any, float]) -> Any:
+    def _pairs(cls: Any, name: str, doc: str, label: str, values: Mapping[Any, float]) -> Any:
         m = cls(name, doc, labels=["proto", label])
         for k, n in sorted(values.items()):
             m.add_metric(list(k), n)
@@ -383,7 +383,7 @@ def registry(metrics: Metrics, process: bool = True) -> Any:
             "metrics need the 'metrics' extra (pip install 'tarry[metrics]')"
         ) from exc
     reg = CollectorRegistry()
-    reg.register(metrics)  # type: ignore[arg-type]
+    reg.register(metrics)
     if process:
         ProcessCollector(registry=reg)
         PlatformCollector(registry=reg)

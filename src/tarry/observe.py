@@ -283,7 +283,9 @@ def preflight(doc: Mapping[str, Any], bind: bool = True, report: Report = _stder
         raise ObserveError(errors[0])
     cfg = settings(doc)
     admin = doc.get("admin")
-    explicit = bool(admin) and admin.get("listen", DEFAULT_LISTEN) != ""
+    explicit = (
+        isinstance(admin, Mapping) and bool(admin) and admin.get("listen", DEFAULT_LISTEN) != ""
+    )
     dashboard = _have("aiohttp") and _have("pygal")
     if explicit and not dashboard:
         raise ObserveError("[admin] needs the 'dashboard' extra (pip install 'tarry[dashboard]')")
@@ -367,7 +369,7 @@ def assemble(
         s.start()
         sinks.append(s)
     if log["syslog"]:
-        s = SyslogSink(
+        syslog = SyslogSink(
             log["syslog_address"],
             log["syslog_facility"],
             log["syslog_format"],
@@ -375,8 +377,8 @@ def assemble(
             capacity=cap,
             report=report,
         )
-        s.start()
-        sinks.append(s)
+        syslog.start()
+        sinks.append(syslog)
 
     hist = cfg["history"]
     history = None

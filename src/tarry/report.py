@@ -269,7 +269,8 @@ def collect(
     hosts: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Every section of the report as plain data."""
-    where, args = ["1 = 1"], []  # type: ignore[var-annotated]
+    where: list[str] = ["1 = 1"]
+    args: list[Any] = []
     if since is not None:
         where.append("start >= ?")
         args.append(since)

@@ -330,6 +330,7 @@ class _Handler(logging.handlers.SysLogHandler):
     """SysLogHandler whose sockets time out and whose errors are counted, not printed."""
 
     timeout = 2.0
+    socket: socket.socket | None  # set by SysLogHandler; typeshed leaves it out
 
     def __init__(self, sink: SyslogSink, **kw: object) -> None:
         self.sink = sink

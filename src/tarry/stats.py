@@ -9,7 +9,7 @@ store and without Prometheus.
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from typing import Any
 
 from .events import ACCEPT, CLOSE, Event
@@ -48,11 +48,11 @@ class LiveStats:
         """Bumped on every event, so that charts are redrawn only when data changed."""
         self.connections: Counter[str] = Counter()
         self.sessions: Counter[str] = Counter()
-        self.seconds: Counter[str] = Counter()
+        self.seconds: dict[str, float] = defaultdict(float)
         self.sent: Counter[str] = Counter()
         self.countries: Counter[str] = Counter()
         self.families: Counter[str] = Counter()
-        self.family_seconds: Counter[str] = Counter()  # seconds held, per family
+        self.family_seconds: dict[str, float] = defaultdict(float)  # seconds held, per family
         self.durations: dict[str, list[int]] = {}
         self.minutes: deque[tuple[int, Counter[str]]] = deque(maxlen=MINUTES)
         self.protocols: set[str] = set()

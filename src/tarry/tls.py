@@ -33,8 +33,8 @@ from .bait import (
     MAX_SECONDS,
     Bait,
     Bounds,
-    Notes,
     Option,
+    RawNotes,
     Step,
     TarpitSpec,
     jittered,
@@ -274,7 +274,7 @@ def is_tls(obj: Any) -> bool:
     return isinstance(obj, TlsConn)
 
 
-def _merge(a: Notes | None, b: Notes | None) -> Notes | None:
+def _merge(a: RawNotes | None, b: RawNotes | None) -> RawNotes | None:
     if not a:
         return b
     if not b:
@@ -400,7 +400,7 @@ class TlsBait:
         conn.phase = _OPEN
         conn.own_due = NEVER
         cipher = conn.ssl.cipher()
-        notes: Notes = (
+        notes: RawNotes = (
             ("tls", "yes"),
             ("tls_version", str(conn.ssl.version())),
             ("tls_cipher", cipher[0] if cipher else ""),
@@ -414,7 +414,9 @@ class TlsBait:
             return self._read(step.state, conn, age, step.out, step.notes)
         return self._read(state, conn, age, out, notes)
 
-    def _read(self, state: int, conn: TlsConn, age: float, out: bytes, notes: Notes | None) -> Step:
+    def _read(
+        self, state: int, conn: TlsConn, age: float, out: bytes, notes: RawNotes | None
+    ) -> Step:
         """Decrypt what the client sent and hand the plaintext to the inner bait."""
         chunks: list[bytes] = []
         size = 0
@@ -448,7 +450,7 @@ class TlsBait:
         return Step(state, out, self._delay(conn, age), conn, notes=notes)
 
     def _absorb(
-        self, s: Step, conn: TlsConn, age: float, out: bytes, notes: Notes | None, ticked: bool
+        self, s: Step, conn: TlsConn, age: float, out: bytes, notes: RawNotes | None, ticked: bool
     ) -> Step:
         """Take an inner step: keep its obj and timer, encrypt its output."""
         conn.inner = s.obj

@@ -210,7 +210,7 @@ class Shared:
         base = slot * STRIDE
         self.counts[base : base + STRIDE] = _zeros(STRIDE)
         for i in range(STATS):
-            self.stats[slot * STATS + i] = 0.0
+            self.stats[slot * STATS + i] = 0
 
 
 def _zeros(n: int) -> memoryview:
@@ -394,12 +394,12 @@ class SharedIp6(dict[int, bytes]):
 
     def __setitem__(self, fd: int, raw: bytes) -> None:
         super().__setitem__(fd, raw)
-        self.col[fd * 16 : fd * 16 + 16] = raw  # type: ignore[assignment]
+        self.col[fd * 16 : fd * 16 + 16] = raw
 
-    def pop(self, fd: int, default: Any = None) -> Any:  # type: ignore[override]
+    def pop(self, fd: int, default: Any = None) -> Any:
         raw = super().pop(fd, default)
         if raw is not None:
-            self.col[fd * 16 : fd * 16 + 16] = bytes(16)  # type: ignore[assignment]
+            self.col[fd * 16 : fd * 16 + 16] = bytes(16)
         return raw
 
 
@@ -411,7 +411,7 @@ class WorkerTarpit(Tarpit):
     _base = 0
     _held = 0
 
-    @property  # type: ignore[override]
+    @property
     def held(self) -> int:
         return self._held
 
@@ -457,7 +457,7 @@ class WorkerEngine(Engine):
 
     # -- counts and totals that the supervisor reads -----------------------------
 
-    @property  # type: ignore[override]
+    @property
     def held(self) -> int:
         return self._held
 
@@ -508,7 +508,7 @@ class WorkerEngine(Engine):
     def _room(self, tarpit: Tarpit) -> bool:
         return len(tarpit.parked) < PARK_MAX and self._fits(tarpit)
 
-    def _claim(self, tarpit: Tarpit, parking: bool = True) -> bool:  # type: ignore[override]
+    def _claim(self, tarpit: Tarpit, parking: bool = True) -> bool:
         """Take a place for one more client under every shared cap, before the
         accept: under the lock, the place shows in our row before anyone else
         looks. ``_settle`` gives back a place no client took."""

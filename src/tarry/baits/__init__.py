@@ -21,5 +21,5 @@ def registry() -> dict[str, BaitModule]:
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "PROTOCOL") and hasattr(module, "make"):
-            found[module.PROTOCOL] = module  # type: ignore[assignment]
+            found[module.PROTOCOL] = module
     return found

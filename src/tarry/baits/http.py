@@ -485,7 +485,7 @@ class HeaderSource:
 
     def _refill(self) -> None:
         now = self.clock()
-        pool = []
+        pool: list[bytes] = []
         while len(pool) < self.POOL:
             line = (self._one(now) + "\r\n").encode("ascii")
             if len(line) <= self.LINE_MAX:
@@ -708,7 +708,7 @@ class BodySource:
 
     def _refill(self, style: bool) -> None:
         make = self._rule if style else self._fragment
-        pool = []
+        pool: list[tuple[bytes, bytes]] = []
         while len(pool) < self.POOL:
             text = make().encode("ascii")
             if len(text) <= self.chunk_size:  # whole fragments only
