@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .adminguard import Gate, aiohttp_limits, guarded  # before a privilege drop
 from .geo import Lookup
 from .metrics import Live
 from .stats import LiveStats
@@ -350,8 +351,6 @@ async def serve(admin: Admin, listen: str = DEFAULT_LISTEN) -> AdminServer:
         raise AdminError(
             "the dashboard needs the 'dashboard' extra (pip install 'tarry[dashboard]')"
         ) from exc
-    from .adminguard import Gate, aiohttp_limits, guarded
-
     host, port = split_listen(listen)
     runner = web.AppRunner(
         make_app(admin),
