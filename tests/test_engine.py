@@ -376,8 +376,9 @@ def test_the_wheel_stores_fds_in_the_narrowest_type_that_holds_them(rows: int) -
 
     from tarry.baits import registry
     from tarry.config import parse
-    from tarry.engine import Engine, bind_listener, make_table
+    from tarry.engine import Engine, make_table
     from tarry.events import Bus
+    from tarry.net import bind_listener
 
     spec = parse('[[tarpit]]\nprotocol = "ssh"\nlisten = ["127.0.0.1:0"]\ndelay = 0.05\n').tarpits[
         0

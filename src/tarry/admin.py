@@ -24,6 +24,7 @@ from typing import Any
 from .adminguard import Gate, aiohttp_limits, guarded  # before a privilege drop
 from .geo import Lookup
 from .metrics import Live
+from .net import unmapped
 from .stats import LiveStats
 
 Snapshot = Callable[[int], list[dict[str, Any]]]
@@ -110,9 +111,7 @@ def _json_default(o: object) -> object:
 
 def client_row(c: Mapping[str, Any], lookup: Lookup | None) -> dict[str, Any]:
     """One current client for the API: plain JSON, IPv4 shown as IPv4, country added."""
-    host = str(c.get("host", ""))
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
+    host = unmapped(str(c.get("host", "")))
     notes = c.get("notes") or {}
     if not isinstance(notes, Mapping):
         notes = dict(notes)

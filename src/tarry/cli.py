@@ -32,8 +32,9 @@ from .config import (
     load,
     load_endlessh,
 )
-from .engine import BindError, Engine, bind_listener
+from .engine import Engine
 from .events import Bus, Sink, listen_line, stamp
+from .net import BindError, bind_listener
 from .systemd import Activation, ActivationError, Notifier, listen_fds, monotonic_usec
 
 

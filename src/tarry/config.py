@@ -14,7 +14,7 @@ from typing import Any
 
 from .bait import MAX_COUNT, MAX_SECONDS, Bounds, Option, TarpitSpec, shown
 from .baits import registry
-from .engine import parse_address
+from .net import parse_address
 
 DEFAULT_CONFIG = """\
 # tarry configuration. Print this with `tarry default-config`.

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from .net import unmapped
+
 Notes = tuple[tuple[str, str], ...]
 
 ACCEPT = "accept"
@@ -56,7 +58,7 @@ class Event:
     def ip(self) -> str:
         """The peer address with IPv4 shown as IPv4."""
         h = self.host
-        return h[7:] if h.startswith("::ffff:") and "." in h else h
+        return unmapped(h)
 
     def note(self, key: str, default: str = "") -> str:
         for k, v in self.notes:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .events import Event
+from .net import unmapped
 
 Lookup = Callable[[str], str]
 """An address in, an upper-case ISO 3166 alpha-2 code (or "") out."""
@@ -20,10 +21,6 @@ Lookup = Callable[[str], str]
 
 class GeoError(Exception):
     """A configured lookup cannot be used; the text is one line for the operator."""
-
-
-def _plain(ip: str) -> str:
-    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
 
 
 def iptocc_lookup() -> Lookup:
@@ -35,7 +32,7 @@ def iptocc_lookup() -> Lookup:
 
     def lookup(ip: str) -> str:
         try:
-            return iptocc.country_code(_plain(ip)) or ""
+            return iptocc.country_code(unmapped(ip)) or ""
         except Exception:
             return ""
 
@@ -57,7 +54,7 @@ def mmdb_lookup(path: str) -> Lookup:
 
     def lookup(ip: str) -> str:
         try:
-            rec: Any = reader.get(_plain(ip))
+            rec: Any = reader.get(unmapped(ip))
         except (ValueError, maxminddb.InvalidDatabaseError):
             return ""
         if not isinstance(rec, dict):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .bait import TarpitSpec
-from .engine import bind_listener, format_address, parse_address
+from .net import bind_listener, format_address, parse_address
 
 SD_LISTEN_FDS_START = 3
 

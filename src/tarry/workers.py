@@ -55,23 +55,27 @@ from typing import Any
 from .bait import Bait, TarpitSpec
 from .engine import (
     PARK_MAX,
-    BindError,
     Engine,
     Interner,
     Listener,
     Tarpit,
     _ProxyWait,
     _unpack,
-    bind_listener,
     column,
-    format_address,
     make_table,
     ms_age,
-    raise_fd_limit,
     table_rows,
 )
 from .events import CLOSE, TOTALS, Bus, Event, Notes, Sink, listen_line
 from .heap import MALLOC_TRIM
+from .net import (
+    BindError,
+    bind_listener,
+    format_address,
+    parse_address,
+    raise_fd_limit,
+    unmapped,
+)
 
 STRIDE = 256  # shared counts per worker: clients held in all, then one per [[tarpit]]
 MAX_TARPITS = STRIDE - 1
@@ -131,7 +135,7 @@ def steering_program(n: int) -> bytes:
 
 def worker_for(host: str, n: int) -> int:
     """The worker that holds clients from ``host``: what the program computes."""
-    if ":" in host and not (host.startswith("::ffff:") and "." in host):
+    if ":" in unmapped(host):
         raw = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
         a = int.from_bytes(raw[:4], "big") ^ int.from_bytes(raw[4:8], "big")
     else:
@@ -152,7 +156,6 @@ def bind_group(text: str, n: int) -> list[socket.socket]:
     The group's order is the order of ``listen()``, so socket i is worker i's.
     A first bind without ``SO_REUSEPORT`` makes an address in use fail as it
     does without workers, instead of quietly sharing it."""
-    from .engine import parse_address
 
     _, port = parse_address(text)
     if port:
