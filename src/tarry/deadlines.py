@@ -21,7 +21,7 @@ import math
 import zlib
 from collections.abc import Callable
 
-from .events import CLOSE, Event
+from .events import CLOSE, BaseSink, Event
 
 SHARE = 0.8  # answer at this share of a learned deadline
 LEARN_MIN = 1.0  # seconds: a departure sooner than this teaches nothing
@@ -38,11 +38,12 @@ def software_key(text: str | bytes | None) -> int:
     return zlib.crc32(raw)
 
 
-class DeadlineStore:
+class DeadlineStore(BaseSink):
     """Learned deadlines per (address, software key)."""
 
     def __init__(self, proto: str, lesson: Lesson, cap: int = 65536) -> None:
         self.proto = proto
+        self.name = f"{proto}-deadlines"
         self.lesson = lesson
         self.cap = cap
         self.enabled = False
@@ -89,6 +90,3 @@ class DeadlineStore:
         """The learned deadline of ``key``'s software at ``ip``, in seconds."""
         tenths = self._learned.get((ip, key))
         return None if tenths is None else tenths / 10
-
-    def close(self) -> None:
-        """Nothing to flush: what was learned lives in memory only."""

@@ -67,14 +67,66 @@ class Event:
         return default
 
 
-class Sink(Protocol):
+class Counted(Protocol):
+    """What the metrics read of anything that buffers events and may drop them."""
+
+    @property
+    def name(self) -> str:
+        """A short name for messages and the ``sink`` label of the metrics."""
+        ...
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped because its buffer was full."""
+        ...
+
+    @property
+    def failed(self) -> int:
+        """Events its writer could not write."""
+        ...
+
+    @property
+    def stuck(self) -> bool:
+        """It stopped draining: nothing waits for it (tarry.sinks.STALL_LIMIT)."""
+        ...
+
+
+class Sink(Counted, Protocol):
+    """What the bus and the metrics may ask of a sink; ``BaseSink`` has defaults."""
+
+    buffered: bool
+    """It keeps events in a buffer of its own: its ``Counted`` figures are exported."""
+
     def emit(self, event: Event) -> None:
         """Take one event; never block."""
+        ...
+
+    def full(self, most: int = 2048) -> bool:
+        """Whether a producer that can wait (accepts) should, for now."""
         ...
 
     def close(self) -> None:
         """Flush what is buffered; called once at shutdown."""
         ...
+
+
+class BaseSink:
+    """A sink that only counts or tags in memory: never full, nothing to drop."""
+
+    name = "sink"
+    buffered = False
+    dropped = 0
+    failed = 0
+    stuck = False
+
+    def emit(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def full(self, most: int = 2048) -> bool:
+        return False
+
+    def close(self) -> None:
+        """Nothing buffered, nothing to flush."""
 
 
 class Bus:
@@ -97,7 +149,7 @@ class Bus:
         that can wait should. An engine accepting a burst lets a sink buffer
         2,048 events first; the workers' supervisor, whose events can wait in
         the workers as compact frames, fewer."""
-        return any(getattr(sink, "full", _never)(most) for sink in self.sinks)
+        return any(sink.full(most) for sink in self.sinks)
 
     def close(self) -> None:
         for sink in self.sinks:
@@ -105,10 +157,6 @@ class Bus:
                 sink.close()
             except Exception as exc:
                 print(f"tarry: sink {type(sink).__name__} failed: {exc!r}", file=sys.stderr)
-
-
-def _never(most: int) -> bool:
-    return False
 
 
 def stamp(t: float) -> str:
@@ -145,8 +193,8 @@ def listen_line(proto: str, listener: str, delay: float, max_clients: int, mode:
     """The line each listener announces at start-up, with its mode when it has one."""
     shown = f" mode={mode}" if mode else ""
     return (
-        f"{stamp(time.time())} LISTEN proto={proto} listener={listener}{shown} "
-        f"delay={delay:g} max_clients={max_clients}"
+        f"{stamp(time.time())} LISTEN proto={proto} listener={listener} "
+        f"delay={delay:g} max_clients={max_clients}{shown}"
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .events import Event
+from .events import BaseSink, Event
 from .net import unmapped
 
 Lookup = Callable[[str], str]
@@ -91,8 +91,10 @@ def make_lookup(mmdb: str = "", enabled: bool = True) -> Lookup | None:
     return lookup
 
 
-class CountryTagger:
+class CountryTagger(BaseSink):
     """The first sink on the bus: fills ``Event.country`` for the sinks after it."""
+
+    name = "geo"
 
     def __init__(self, lookup: Lookup) -> None:
         self.lookup = lookup
@@ -100,6 +102,3 @@ class CountryTagger:
     def emit(self, event: Event) -> None:
         if not event.country and event.host:
             event.country = self.lookup(event.host)
-
-    def close(self) -> None:
-        pass

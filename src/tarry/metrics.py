@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .events import ACCEPT, CLOSE, Event
+from .events import ACCEPT, CLOSE, BaseSink, Counted, Event
 from .software import family, software
 
 Live = Callable[[], Mapping[tuple[str, str], tuple[int, float, int]]]
@@ -98,19 +98,21 @@ def _add(d: dict[Any, Any], key: Any, value: float) -> None:
     d[key] = d.get(key, 0) + value
 
 
-class Metrics:
+class Metrics(BaseSink):
     """A sink that counts events, and the collector that exports the counts."""
+
+    name = "metrics"
 
     def __init__(
         self,
         per_ip: bool = False,
         per_ip_max: int = 1000,
         per_ip_expiry: float = 3600.0,
-        sinks: Sequence[object] = (),
+        sinks: Sequence[Counted] = (),
         live: Live | None = None,
     ) -> None:
         self.live = live
-        self.sinks = list(sinks)
+        self.sinks: list[Counted] = list(sinks)
         """Sinks whose ``dropped``/``failed`` counts are exported."""
         self.per_ip = PerIp(per_ip_max, per_ip_expiry) if per_ip else None
         k2 = tuple[str, str]
@@ -166,9 +168,6 @@ class Metrics:
         h[-1] += d
         if self.per_ip is not None:
             self.per_ip.closed(event.ip, local_port(event.listener), event.proto, d)
-
-    def close(self) -> None:
-        pass
 
     # -- the collector ---------------------------------------------------------------
 
@@ -309,10 +308,9 @@ class Metrics:
             labels=["sink"],
         )
         for s in self.sinks:
-            name = str(getattr(s, "name", type(s).__name__))
-            dropped.add_metric([name], getattr(s, "dropped", 0))
-            failed.add_metric([name], getattr(s, "failed", 0))
-            stuck.add_metric([name], int(getattr(s, "stuck", False)))
+            dropped.add_metric([s.name], s.dropped)
+            failed.add_metric([s.name], s.failed)
+            stuck.add_metric([s.name], int(s.stuck))
         yield dropped
         yield failed
         yield stuck

@@ -417,7 +417,7 @@ def assemble(
             per_ip=met["per_ip"],
             per_ip_max=met["per_ip_max"],
             per_ip_expiry=met["per_ip_expiry"],
-            sinks=[s for s in sinks if hasattr(s, "dropped")],
+            sinks=[s for s in sinks if s.buffered],
         )
         try:
             registry = make_registry(metrics)

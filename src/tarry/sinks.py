@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TextIO
 
-from .events import ACCEPT, CLOSE, Event, endlessh_line, stamp
+from .events import ACCEPT, CLOSE, BaseSink, Event, endlessh_line, stamp
 
 REPORT_EVERY = 10.0  # seconds between two drop reports of one sink
 STALL_LIMIT = 2.0
@@ -46,7 +46,7 @@ def _stderr(line: str) -> None:
         pass
 
 
-class ThreadedSink:
+class ThreadedSink(BaseSink):
     """A bounded buffer in front of a writer thread.
 
     ``write(batch)`` runs on the writer thread with up to ``batch`` events. The
@@ -56,6 +56,7 @@ class ThreadedSink:
     """
 
     name = "sink"
+    buffered = True
     join_timeout = 5.0  # seconds close() waits for the writer
     linger = False  # wait up to ``interval`` after the first event, to write in batches
 

@@ -12,7 +12,7 @@ import time
 from collections import Counter, defaultdict, deque
 from typing import Any
 
-from .events import ACCEPT, CLOSE, Event
+from .events import ACCEPT, CLOSE, BaseSink, Event
 from .software import family, software
 
 MINUTES = 180  # connections-over-time window, one bucket a minute
@@ -38,8 +38,10 @@ def duration_bucket(seconds: float) -> int:
     return len(DURATION_BUCKETS) - 1
 
 
-class LiveStats:
+class LiveStats(BaseSink):
     """A sink: counts per protocol, per minute, per country and per software family."""
+
+    name = "stats"
 
     def __init__(self, clock: Any = time.time) -> None:
         self.clock = clock
@@ -85,9 +87,6 @@ class LiveStats:
         if d is None:
             d = self.durations[proto] = [0] * len(DURATION_BUCKETS)
         d[duration_bucket(event.duration)] += 1
-
-    def close(self) -> None:
-        pass
 
     def seed(self, rows: list[tuple[int, str, int]]) -> None:
         """Connections per (epoch minute, proto) from before the start (the history store)."""

@@ -66,8 +66,9 @@ from .engine import (
     ms_age,
     table_rows,
 )
-from .events import CLOSE, TOTALS, Bus, Event, Notes, Sink, listen_line
+from .events import CLOSE, TOTALS, BaseSink, Bus, Event, Notes, Sink, listen_line
 from .heap import MALLOC_TRIM
+from .metrics import Metrics
 from .net import (
     BindError,
     bind_listener,
@@ -232,7 +233,7 @@ def release_table(table: dict[str, memoryview]) -> None:
 # ---- the worker side ---------------------------------------------------------------
 
 
-class Channel:
+class Channel(BaseSink):
     """A worker's end of the event channel: batched, and never blocking.
 
     Items (events, and the listener and notes messages the supervisor needs to
@@ -241,6 +242,7 @@ class Channel:
     dropped and counted, and the count goes to the supervisor."""
 
     name = "workers"
+    buffered = True
 
     def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         sock.setblocking(False)
@@ -944,12 +946,16 @@ class Supervisor:
                 "(the supervisor fell behind); they were dropped"
             )
 
+    # read by the metrics as a sink (tarry.events.Sink) whose drops are the workers'
+    name = "workers"
+    buffered = True
+    failed = 0
+    stuck = False
+
     @property
     def dropped(self) -> int:
-        """Events workers dropped (read by the metrics as a sink's drops)."""
+        """Events workers dropped because the supervisor fell behind."""
         return sum(s.dropped for s in self.slots)
-
-    name = "workers"
 
     def reap(self) -> None:
         while True:
@@ -1367,7 +1373,7 @@ def serve_workers(
     bus = Bus(sinks)
     sup = Supervisor(cfg, path, activation, bus, baits, groups, loop_factory)
     for sink in sinks:  # the metrics export the workers' dropped events too
-        if hasattr(sink, "sinks") and isinstance(sink.sinks, list):
+        if isinstance(sink, Metrics):
             sink.sinks.append(sup)
     try:
         asyncio.run(sup.run(notifier, start_admin, explicit="admin" in cfg.sections))

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from ..bait import MAX_SECONDS, Bounds, Option, Step, TarpitSpec, jittered, positive_min
-from ..events import CLOSE, Event
+from ..events import CLOSE, BaseSink, Event
 from ..sshwire import (
     MSG_KEXINIT,
     OPENSSH_92_SERVER,
@@ -454,7 +454,7 @@ def _stderr(line: str) -> None:
 LEARN_RETRY = 30.0  # seconds between two tries to read a history that failed
 
 
-class PatienceStore:
+class PatienceStore(BaseSink):
     """What each source address did on earlier visits, bounded.
 
     An event Sink: fed by ``close`` events (see ``lesson``), it keeps one small
@@ -469,6 +469,8 @@ class PatienceStore:
     (PostgreSQL) is read again every ``refresh`` seconds for what the other
     hosts of the fleet learned.
     """
+
+    name = "ssh-patience"
 
     def __init__(self, cap: int = 65536, report: Callable[[str], None] = _stderr) -> None:
         self.cap = cap
