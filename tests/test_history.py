@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from support import start_tarry, wait_until
 from tarry.events import ACCEPT, CLOSE, Event
 from tarry.history import SCHEMA_VERSION, HistoryError, HistoryStore, connect
 
@@ -44,11 +47,13 @@ def test_close_flushes_every_event_and_stores_ipv4(tmp_path):
         store.emit(close_event(i))
     store.close()
     conn = sqlite3.connect(tmp_path / "h.sqlite3")
-    assert conn.execute("select count(*), min(port), max(port) from sessions").fetchone() == (
-        2500,
-        0,
-        2499,
-    )
+    assert conn.execute(
+        "select count(*), min(port), max(port) from sessions where reason = 'closed'"
+    ).fetchone() == (2500, 0, 2499)
+    # the accepted session that never closed is a row still open
+    assert conn.execute(
+        "select port, reason from sessions where reason <> 'closed'"
+    ).fetchall() == [(1, "open")]
     ip, soft, notes = conn.execute("select ip, software, notes from sessions limit 1").fetchone()
     assert ip == "192.0.2.1"
     assert soft == "SSH-2.0-libssh_0.9.6"
@@ -182,3 +187,98 @@ def test_kill_9_during_constant_writes_never_corrupts(tmp_path):
         written.append(len(check_file(path)))
     # on a loaded machine the earliest kill may come before the first commit
     assert max(written) > 0, written
+
+
+def count(path: Path | str, where: str = "1") -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(f"select count(*) from sessions where {where}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_lock_held_past_the_busy_timeout_loses_only_what_overflows(tmp_path):
+    """Another process holds the write lock for longer than the 5 s busy
+    timeout: the batch in hand and the buffer wait, only the overflow drops."""
+    path = tmp_path / "h.sqlite3"
+    said: list[str] = []
+    store = HistoryStore(path, capacity=200, interval=0.1, report=said.append)
+    store.start()
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    release = time.monotonic() + 7.0  # the busy timeout is 5 s
+    try:
+        for i in range(150):  # the writer takes these as one batch, then waits for the lock
+            store.emit(close_event(i))
+        wait_until(lambda: not store._buf, 10, "the batch taken")
+        for i in range(150, 450):  # 200 fit in the buffer, 100 overflow
+            store.emit(close_event(i))
+        time.sleep(max(0.0, release - time.monotonic()))  # the other process's transaction
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    wait_until(lambda: count(path) >= 350, 15, "the sessions written")
+    store.close()
+    assert (count(path), store.dropped, store.failed) == (350, 100, 0)
+    assert sum("cannot write" in m for m in said) == 1, said
+    (back,) = [m for m in said if "writing again" in m]
+    assert back.endswith("; 350 events waited, 100 dropped"), back
+
+
+FULL_DISK = """
+[[tarpit]]
+protocol = "ssh"
+listen = ["127.0.0.1:0"]
+delay = 60
+[history]
+path = "{path}"
+flush_interval = 0.2
+[admin]
+listen = ""
+"""
+
+
+def test_a_full_disk_keeps_the_sessions_and_writes_them_when_space_returns(tmp_path):
+    """A real tarry whose history is on a 2 MB tmpfs (in a mount namespace of
+    its own): the disk fills, 200 clients come and go, then space returns."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) to mount a tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = 'mount -t tmpfs -o size=2m tmpfs "$0" && exec "$@"'
+    prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c", mount, str(disk)]
+    t = start_tarry(FULL_DISK.format(path=disk / "h.sqlite3"), prefix=prefix)
+    try:
+        port = t.port()
+        # the tmpfs, as tarry sees it
+        seen = Path(f"/proc/{t.proc.pid}/root") / str(disk).lstrip("/")
+        db_in = disk / "h.sqlite3"
+        filler = seen / "filler"
+        with open(filler, "wb") as f:  # fill the disk to the last byte
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        for k in range(4):  # 50 from each of 4 addresses: under the per-IP cap (64)
+            src = (f"127.0.0.{k + 2}", 0)
+            clients = [socket.create_connection(("127.0.0.1", port), 5, src) for _ in range(50)]
+            for c in clients:
+                c.close()
+        wait_until(lambda: t.count(" CLOSE ") == 200, 10, "200 closes")
+        time.sleep(1.0)  # five flush intervals with the disk full
+        filler.unlink()
+
+        def rows(where: str = "1") -> int:  # SQLite resolves /proc/PID/root: read from inside
+            script = f"import sys; sys.path[:0] = {sys.path!r}; import test_history as h; "
+            script += f"print(h.count({str(db_in)!r}, {where!r}))"
+            nsenter = ["nsenter", "-t", str(t.proc.pid), "-m", sys.executable, "-c", script]
+            return int(subprocess.run(nsenter, capture_output=True, text=True, check=True).stdout)
+
+        wait_until(lambda: rows("reason <> 'open'") == 200, 10, "200 sessions written")
+        assert rows() == 200
+        wait_until(lambda: any("writing again" in e for e in t.err), 5, "the recovery said")
+    finally:
+        t.stop()
+    assert sum("cannot write (database or disk is full)" in e for e in t.err) == 1, t.err
