@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -282,3 +284,73 @@ def test_a_full_disk_keeps_the_sessions_and_writes_them_when_space_returns(tmp_p
     finally:
         t.stop()
     assert sum("cannot write (database or disk is full)" in e for e in t.err) == 1, t.err
+
+
+HELD = """
+[[tarpit]]
+protocol = "ssh"
+listen = ["127.0.0.1:0"]
+delay = 1
+[history]
+path = "{path}"
+flush_interval = {interval}
+[admin]
+listen = ""
+"""
+
+
+def test_kill_9_loses_at_most_one_flush_interval_of_held_sessions(tmp_path):
+    """50 clients held for 4 s, then ``kill -9``: ``tarry report`` counts each
+    with the time it had reached, less at most one flush interval; a restart
+    closes the rows with reason ``crash`` and keeps that time."""
+    interval, n = 1.0, 50
+    path = tmp_path / "h.sqlite3"
+    config = HELD.format(path=path, interval=interval)
+    t = start_tarry(config)
+    clients: dict[int, tuple[socket.socket, float]] = {}
+    try:
+        port = t.port()
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port), 5)
+            clients[s.getsockname()[1]] = (s, time.time())
+        t.wait_for(rf"ACCEPT .* n={n}/")
+        time.sleep(4.0 + random.uniform(0.0, interval))  # held; killed at any point of the cycle
+        killed = time.time()
+        t.proc.send_signal(signal.SIGKILL)
+        t.proc.wait(10)
+    finally:
+        t.stop()
+        for s, _ in clients.values():
+            s.close()
+    held = {p: killed - since for p, (_, since) in clients.items()}
+    report = subprocess.run(
+        [sys.executable, "-m", "tarry", "report", "--db", str(path), "--format", "json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+        check=True,
+    )
+    summary = json.loads(report.stdout)["summary"]
+    assert summary["sessions"] == n
+    wasted = summary["time_wasted_seconds"]
+    slack = 0.5  # the time one write takes on a loaded machine, and the client's clock
+    assert sum(held.values()) - n * (interval + slack) <= wasted <= sum(held.values()), (
+        wasted,
+        sum(held.values()),
+    )
+    conn = sqlite3.connect(path)
+    rows = dict(conn.execute("select port, duration from sessions where reason = 'open'"))
+    conn.close()
+    assert set(rows) == set(held)
+    for p, d in rows.items():  # each session, not only the sum
+        assert held[p] - interval - slack <= d <= held[p], (p, d, held[p])
+
+    again = start_tarry(config)  # a restart closes the dead run's rows
+    try:
+        again.port()
+        conn = sqlite3.connect(path)
+        got = dict(conn.execute("select port, duration from sessions where reason = 'crash'"))
+        conn.close()
+        assert got == rows
+    finally:
+        again.stop()
