@@ -8,11 +8,14 @@ instead of corrupting the file. So ``kill -9`` loses at most the events still
 buffered: about one flush interval, or one batch.
 
 A session's row is written when it is accepted (reason ``open``) and completed
-when it closes. While clients are held, the writer checkpoints their rows every
-flush interval (``end`` and ``duration`` up to now, one UPDATE for all), so a
-``kill -9`` loses at most one flush interval of any session, held or closed.
-The next start closes the dead run's open rows with reason ``crash`` at their
-last checkpoint. Their bytes are written only at close: a crash loses those.
+when it closes. While clients are held, the writer checkpoints every flush
+interval: one row of table ``runs`` says until when this run (this process) was
+alive, and a held session's time is counted up to then, by ``tarry report``
+and when the rows are closed. So a ``kill -9`` loses at most one flush interval
+of any session, held or closed, at a cost that does not grow with the clients
+held. The next start closes a dead run's open rows with reason ``crash`` at its
+last checkpoint. Bytes of a held session are written only at close: a crash
+loses those.
 
 A write that fails for a reason that passes (another process holding the
 database lock, a full disk) is retried with backoff, 0.1 s doubling to 5 s; the
@@ -44,7 +47,7 @@ from .software import software
 DEFAULT_NAME = "history.sqlite3"
 PRUNE_EVERY = 3600.0  # seconds between two retention passes
 RETRY_MIN, RETRY_MAX = 0.1, 5.0  # backoff of a write that failed for a passing reason, seconds
-STALE_AFTER = 600.0  # seconds without a checkpoint after which another run's open rows are crashed
+STALE_AFTER = 600.0  # seconds without a checkpoint after which another machine's run is dead
 SWEEP_EVERY = 60.0  # seconds between two looks for other runs' stale open rows
 # SQLite primary result codes that pass: locks, a full disk, I/O (e.g. ENOSPC on the WAL)
 TRANSIENT = {5, 6, 8, 10, 13, 14, 15}  # BUSY LOCKED READONLY IOERR FULL CANTOPEN PROTOCOL
@@ -81,8 +84,15 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE sessions ADD COLUMN run TEXT NOT NULL DEFAULT '';  -- machine/pid/random
     ALTER TABLE sessions ADD COLUMN fd INTEGER NOT NULL DEFAULT -1;
-    -- rows of sessions still held (reason 'open'): checkpointed, completed at close
+    -- rows of sessions still held (reason 'open'), completed at close
     CREATE INDEX sessions_open ON sessions(run, listener, ip, port, fd) WHERE reason = 'open';
+    -- each run's last checkpoint: its open rows are held at least until ``alive``
+    CREATE TABLE runs (
+        run     TEXT PRIMARY KEY,
+        host    TEXT NOT NULL,
+        started REAL NOT NULL,
+        alive   REAL NOT NULL
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -207,9 +217,21 @@ COMPLETE = (
 )
 # an open row left by a close that was dropped (buffer full): its key is taken again
 LOST = f"UPDATE sessions SET reason = 'lost' WHERE {_OPEN_KEY}"
-CHECKPOINT = (
-    "UPDATE sessions SET end = max(end, ?), duration = max(end, ?) - start"
-    " WHERE run = ? AND reason = 'open'"
+CHECKPOINT = "UPDATE runs SET alive = max(alive, ?) WHERE run = ?"
+# a dead run's open rows: held until its last checkpoint
+CRASH = (
+    "UPDATE sessions SET reason = 'crash', end = max(end, ?1), duration = max(end, ?1) - start"
+    " WHERE run = ?2 AND reason = 'open'"
+)
+# The sessions as ``tarry report`` reads them: an open row counts up to its run's
+# last checkpoint (the subquery runs for open rows only).
+_ALIVE = "(SELECT alive FROM runs WHERE runs.run = sessions.run)"
+_UNTIL = f"max(end, coalesce({_ALIVE}, end))"
+SESSIONS_VIEW = (
+    "(SELECT host, start, proto, listener, ip, port, sent, received, reason, country, software,"
+    f" notes, CASE WHEN reason = 'open' THEN {_UNTIL} ELSE end END AS end,"
+    f" CASE WHEN reason = 'open' THEN {_UNTIL} - start ELSE duration END AS duration"
+    " FROM sessions)"
 )
 
 # What the SSH adaptive mode learns from (tarry.baits.ssh.PatienceStore.learn):
@@ -267,9 +289,9 @@ class HistoryStore(ThreadedSink):
         self.conn = connect(self.path)
         self.run = f"{socket.gethostname()}/{os.getpid()}/{os.urandom(4).hex()}"
         self.held = 0
-        """Open rows as of the last write: whether checkpoints are needed."""
+        """This run's open rows (about): whether checkpoints are needed."""
         self.checkpointed = 0.0
-        """Wall-clock time of the last checkpoint written (0: none yet)."""
+        """Wall-clock time of the last checkpoint written."""
         self.retried = 0
         """Writes tried again after a passing failure."""
         self._ckpt_at = 0.0  # monotonic time the next checkpoint is due
@@ -281,6 +303,11 @@ class HistoryStore(ThreadedSink):
         self._nap = threading.Event()  # never set: an interruptible sleep for the backoff
         try:
             self.crashed = self.sweep()
+            self.checkpointed = now = time.time()
+            with self.conn:
+                self.conn.execute(
+                    "INSERT INTO runs VALUES (?, ?, ?, ?)", (self.run, self.host, now, now)
+                )
         except sqlite3.Error as exc:
             raise HistoryError(f"history: {self.path}: {exc}") from exc
 
@@ -344,13 +371,13 @@ class HistoryStore(ThreadedSink):
             rows = [r for r in inserts if r is not None]
             if rows:
                 conn.executemany(INSERT, rows)
-            held = max(0, self.held + opened - closed)
-            mono = time.monotonic()
-            if held and mono >= self._ckpt_at:
-                now = time.time()
-                held = conn.execute(CHECKPOINT, (now, now, run)).rowcount
-                self._ckpt_at = mono + self.interval
-                self.checkpointed = now
+            held = self.held + opened - closed
+            if held <= 0 and (closes or self.held):  # a close without its open row: count
+                held = conn.execute(
+                    "SELECT count(*) FROM sessions WHERE run = ? AND reason = 'open'", (run,)
+                ).fetchone()[0]
+            now = time.time()
+            conn.execute(CHECKPOINT, (now, run))
         except BaseException:
             if conn.in_transaction:
                 try:
@@ -360,6 +387,8 @@ class HistoryStore(ThreadedSink):
             raise
         conn.execute("COMMIT")
         self.held = held
+        self.checkpointed = now
+        self._ckpt_at = time.monotonic() + self.interval
 
     def _retrying(self, attempt: Callable[[], None], events: int) -> None:
         """Run ``attempt`` until it works, backing off while its failure passes.
@@ -419,24 +448,19 @@ class HistoryStore(ThreadedSink):
         return self.sweep()
 
     def sweep(self) -> int:
-        """Close the open rows of runs that are gone (reason ``crash``, at their
-        last checkpoint): a run of this machine whose process is dead, or any
-        run not checkpointed for STALE_AFTER seconds. Returns the rows closed."""
+        """Close the open rows of runs that are gone, with reason ``crash`` at
+        their last checkpoint: a run of this machine whose process is dead, or
+        any run not checkpointed for STALE_AFTER seconds. Returns the rows closed."""
         self._sweep_at = time.monotonic() + SWEEP_EVERY
         conn = self.conn
         stale = time.time() - STALE_AFTER
-        runs = conn.execute(
-            "SELECT run, max(end) FROM sessions WHERE reason = 'open' AND run <> ? GROUP BY run",
-            (self.run,),
-        ).fetchall()
+        runs = conn.execute("SELECT run, alive FROM runs WHERE run <> ?", (self.run,)).fetchall()
         closed = 0
-        for run, last in runs:
-            if last < stale or not _alive(run):
+        for run, alive in runs:
+            if alive < stale or not _alive(run):
                 with conn:
-                    closed += conn.execute(
-                        "UPDATE sessions SET reason = 'crash' WHERE run = ? AND reason = 'open'",
-                        (run,),
-                    ).rowcount
+                    closed += conn.execute(CRASH, (alive, run)).rowcount
+                    conn.execute("DELETE FROM runs WHERE run = ?", (run,))
         return closed
 
     def _run(self) -> None:
@@ -473,6 +497,12 @@ class HistoryStore(ThreadedSink):
 
     def finish(self) -> None:
         try:
+            with self.conn:  # a run that closed every session leaves nothing to sweep
+                self.conn.execute(
+                    "DELETE FROM runs WHERE run = ? AND NOT EXISTS (SELECT 1 FROM sessions"
+                    " WHERE run = ? AND reason = 'open')",
+                    (self.run, self.run),
+                )
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             self.conn.close()
         except sqlite3.Error:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from .history import SCHEMA_VERSION, default_path
+from .history import SCHEMA_VERSION, SESSIONS_VIEW, default_path
 from .pghistory import is_url, redact
 from .stats import DURATION_BUCKETS
 
@@ -164,8 +164,10 @@ def open_db(target: str | Path) -> Db:
         )
     if version < 1 or not has_table:
         raise ReportError(f"{path}: not a tarry history database")
-    # a file not yet opened by a tarry that names hosts (schema 1): one unnamed host
-    return Db(conn, "sessions", host_column="host" if version >= 2 else "''")
+    # a file not yet opened by a tarry that names hosts (schema 1): one unnamed host;
+    # from schema 3 on, a session still open counts up to its run's last checkpoint
+    table = SESSIONS_VIEW if version >= 3 else "sessions"
+    return Db(conn, table, host_column="host" if version >= 2 else "''")
 
 
 def open_pg(url: str) -> Db:
