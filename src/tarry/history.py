@@ -264,7 +264,7 @@ class HistoryStore(ThreadedSink):
     The file is opened (and migrated) in the constructor so that a bad path is
     reported at start-up; the writer thread then owns the connection. No state
     is kept per held client: open rows live in the file, keyed by this run,
-    listener, peer and fd, and one UPDATE checkpoints them all.
+    listener, peer and fd, and one row of ``runs`` checkpoints them all.
     """
 
     linger = True  # one transaction per flush interval, not per event
@@ -318,8 +318,8 @@ class HistoryStore(ThreadedSink):
     # -- writer thread -------------------------------------------------------------
 
     def write(self, batch: list[Event]) -> None:
-        """Store ``batch`` (and checkpoint the open rows if due) in one
-        transaction; a failure that passes is retried until it works."""
+        """Store ``batch`` and this run's checkpoint in one transaction; a
+        failure that passes is retried until it works."""
         self._retrying(lambda: self._store(batch), len(batch))
         try:
             self.maybe_prune()
@@ -378,6 +378,7 @@ class HistoryStore(ThreadedSink):
                 ).fetchone()[0]
             now = time.time()
             conn.execute(CHECKPOINT, (now, run))
+            conn.execute("COMMIT")  # may fail too (SQLITE_FULL writing the WAL)
         except BaseException:
             if conn.in_transaction:
                 try:
@@ -385,7 +386,6 @@ class HistoryStore(ThreadedSink):
                 except sqlite3.Error:
                     pass
             raise
-        conn.execute("COMMIT")
         self.held = held
         self.checkpointed = now
         self._ckpt_at = time.monotonic() + self.interval
