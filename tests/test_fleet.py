@@ -328,3 +328,34 @@ def test_report_errors_on_postgresql_are_one_line(pg: PgServer) -> None:
         assert out.returncode == 2, out
         assert out.stderr.count("\n") == 1 and needle in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_a_lock_timeout_is_retried_not_dropped(pg: PgServer, db: tuple[str, str]) -> None:
+    """The server refuses a batch for a reason that passes (here a lock held past
+    the connection's lock_timeout): the batch waits and is written after, whole."""
+    import psycopg
+
+    from tarry.events import CLOSE, Event
+    from tarry.pghistory import PgHistoryStore
+
+    name, url = db
+    said: list[str] = []
+    store = PgHistoryStore(
+        url + "?options=-c%20lock_timeout%3D200",
+        host="h",
+        batch=50,
+        interval=0.05,
+        report=said.append,
+    )
+    store.start()
+    with psycopg.connect(url, autocommit=True) as locker, locker.transaction():
+        locker.execute("LOCK TABLE tarry_sessions IN ACCESS EXCLUSIVE MODE")
+        for i in range(100):
+            store.emit(Event(CLOSE, time.time(), "ssh", "l", "192.0.2.1", i, reason="closed"))
+        time.sleep(2.0)  # another transaction holds the table for 2 s: 10 lock timeouts
+    wait_until(lambda: store.written + store.failed >= 100, 30, "every batch written")
+    store.close()
+    (n,) = pg.query(name, "SELECT count(*) FROM tarry_sessions")[0]
+    assert (n, store.written, store.failed, store.dropped) == (100, 100, 0, 0), said
+    assert sum("cannot write" in s for s in said) == 1, said
+    assert sum("is back after" in s for s in said) == 1, said

@@ -12,7 +12,10 @@ appends to a bounded deque, and a writer thread inserts batches with psycopg 3
 The database may go away (a restart, a failover, the network). Then the
 writer keeps the batch it holds and the deque keeps filling up to ``buffer``
 events; it reconnects with backoff and writes everything in order once the
-server answers. Only when the deque is full are events dropped: counted in
+server answers. The same holds when the server answers but refuses a batch
+for a reason that passes (a full disk, a lock or statement timeout, a standby
+after a failover, too many connections): the batch is kept and sent again.
+Only when the deque is full are events dropped: counted in
 ``dropped`` (the ``tarry_sink_dropped_events_total`` metric) and logged once
 per outage, with the total when the database is back. Each row carries a
 unique id (``uid``: this run's random id and a sequence number) and is
@@ -157,6 +160,20 @@ def migrate(conn: Any) -> int:
     return found
 
 
+# SQLSTATE classes and codes of a refusal that may pass: connection (08), a
+# rollback for serialization or deadlock (40), insufficient resources such as a
+# full disk (53), operator intervention (57), system error (58); a lock timeout
+# (55P03) and a read-only transaction (25006: a standby after a failover).
+PASSING_CLASSES = ("08", "40", "53", "57", "58")
+PASSING_CODES = ("55P03", "25006")
+
+
+def passing(exc: BaseException) -> bool:
+    """Whether the server refused for a reason that may pass: send again later."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in PASSING_CLASSES or state in PASSING_CODES
+
+
 def _clean(value: object) -> object:
     """PostgreSQL text cannot hold NUL; notes are sanitised already, this is a backstop."""
     return value.replace("\x00", "") if isinstance(value, str) else value
@@ -249,7 +266,7 @@ class PgHistoryStore(ThreadedSink):
             raise
         return conn
 
-    def _went_down(self, exc: BaseException) -> None:
+    def _went_down(self, exc: BaseException, what: str = "unreachable") -> None:
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -263,7 +280,7 @@ class PgHistoryStore(ThreadedSink):
             self._down_dropped = 0
             why = " ".join(str(exc).split()) or type(exc).__name__
             self.report(
-                f"tarry: history: {self.where} unreachable ({why}); buffering up to "
+                f"tarry: history: {self.where} {what} ({why}); buffering up to "
                 f"{self.capacity} events and retrying"
             )
 
@@ -322,14 +339,17 @@ class PgHistoryStore(ThreadedSink):
             try:
                 try:
                     self._insert(self._pending)
-                except self.psycopg.Error:
+                except self.psycopg.Error as exc:
                     if self._conn is None or self._conn.broken or self._conn.closed:
+                        raise
+                    if passing(exc):
                         raise
                     # the server refused some row, not the connection: store the rest
                     self._insert_each(self._pending)
             except self.psycopg.Error as exc:
                 self.retried += 1
-                self._went_down(exc)
+                gone = self._conn is None or self._conn.broken or self._conn.closed
+                self._went_down(exc, "unreachable" if gone else "cannot write")
                 return
             self.written += len(self._pending)
             self._pending = []
@@ -348,8 +368,8 @@ class PgHistoryStore(ThreadedSink):
             try:
                 self._insert([r])
             except self.psycopg.Error as exc:
-                if self._conn.broken or self._conn.closed:
-                    raise  # the connection went: the caller keeps the whole batch
+                if self._conn.broken or self._conn.closed or passing(exc):
+                    raise  # the connection went, or may work later: keep the whole batch
                 self.failed += 1
                 self._writer_error(exc)
             else:
