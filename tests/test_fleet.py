@@ -359,3 +359,56 @@ def test_a_lock_timeout_is_retried_not_dropped(pg: PgServer, db: tuple[str, str]
     assert (n, store.written, store.failed, store.dropped) == (100, 100, 0, 0), said
     assert sum("cannot write" in s for s in said) == 1, said
     assert sum("is back after" in s for s in said) == 1, said
+
+
+def test_kill_9_loses_at_most_one_flush_interval_of_held_sessions(
+    pg: PgServer, db: tuple[str, str]
+) -> None:
+    """20 clients held about 3 s by a host writing to PostgreSQL, then ``kill
+    -9``: the report counts each with its time, less at most one flush
+    interval; a restart closes the dead run's rows with reason ``crash``."""
+    import random
+    import signal
+
+    name, url = db
+    interval, n, slack = 0.2, 20, 0.5  # config() sets flush_interval = 0.2
+    cfg = config(url, "alpha")
+    t = start_tarry(cfg)
+    clients: dict[int, tuple[socket.socket, float, float]] = {}  # before, after connect
+    try:
+        port = t.port()
+        for _ in range(n):
+            before = time.time()
+            s = socket.create_connection(("127.0.0.1", port), 5)
+            clients[s.getsockname()[1]] = (s, before, time.time())
+        t.wait_for(rf"ACCEPT .* n={n}/")
+        time.sleep(3.0 + random.uniform(0.0, interval))  # killed at any point of the cycle
+        killed = time.time()
+        t.proc.send_signal(signal.SIGKILL)
+        t.proc.wait(10)
+        dead = time.time()
+    finally:
+        t.stop()
+        for s, *_ in clients.values():
+            s.close()
+    # how long each was held: at least from just after its connect until the
+    # signal, at most from just before its connect until tarry was dead
+    held = {p: killed - after for p, (_, _, after) in clients.items()}
+    most = {p: dead - before for p, (_, before, _) in clients.items()}
+    summary = report(url)["summary"]
+    assert summary["sessions"] == n
+    wasted = summary["time_wasted_seconds"]
+    assert sum(held.values()) - n * (interval + slack) <= wasted <= sum(most.values())
+
+    again = start_tarry(cfg)  # a restart closes the dead run's rows
+    try:
+        again.port()
+        rows = dict(
+            pg.query(name, "SELECT port, duration FROM tarry_sessions WHERE reason = 'crash'")
+        )
+    finally:
+        again.stop()
+    assert set(rows) == set(held)
+    for p, d in rows.items():
+        assert held[p] - interval - slack <= d <= most[p], (p, d, held[p], most[p])
+    assert report(url)["summary"] == summary

@@ -173,7 +173,7 @@ def open_db(target: str | Path) -> Db:
 def open_pg(url: str) -> Db:
     from .history import HistoryError
     from .pghistory import SCHEMA_VERSION as PG_VERSION
-    from .pghistory import TABLE, connect, driver
+    from .pghistory import SESSIONS_VIEW, TABLE, connect, driver
 
     where = redact(url)
     try:
@@ -203,7 +203,8 @@ def open_pg(url: str) -> Db:
     if version < 1:
         conn.close()
         raise ReportError(f"{where}: no tarry history in this database")
-    db = Db(conn, TABLE, pg=True)
+    # from schema 2 on, a session still open counts up to its run's last checkpoint
+    db = Db(conn, SESSIONS_VIEW if version >= 2 else TABLE, pg=True)
     db.errors = (psycopg.Error,)
     return db
 
