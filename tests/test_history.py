@@ -360,3 +360,36 @@ def test_kill_9_loses_at_most_one_flush_interval_of_held_sessions(tmp_path):
     for p, d in rows.items():  # each session, not only the sum
         assert held[p] - interval - slack <= d <= most[p], (p, d, held[p], most[p])
     assert report() == summary
+
+
+def test_open_rows_of_a_gone_run_are_closed_as_crash_and_a_live_ones_kept(tmp_path):
+    """Another machine's run that stopped checkpointing 10 minutes ago is gone;
+    one that checkpointed a minute ago, or a live process here, is not."""
+    from tarry.history import STALE_AFTER
+
+    path = tmp_path / "h.sqlite3"
+    now = time.time()
+    conn = connect(path)
+    with conn:
+        for run, alive in (
+            ("elsewhere/1/old", now - STALE_AFTER - 5),
+            ("elsewhere/2/recent", now - 60),
+            (f"{socket.gethostname()}/{os.getppid()}/live", now - STALE_AFTER + 60),
+        ):
+            conn.execute("INSERT INTO runs VALUES (?, 'h', ?, ?)", (run, alive - 100, alive))
+            conn.execute(
+                "INSERT INTO sessions (host, start, end, proto, listener, ip, port, duration,"
+                " sent, received, reason, run, fd) VALUES"
+                " ('h', ?, ?, 'ssh', 'l', '192.0.2.1', 1, 0, 0, 0, 'open', ?, 3)",
+                (alive - 50, alive - 50, run),
+            )
+    conn.close()
+    store = HistoryStore(path)
+    assert store.crashed == 1
+    rows = store.conn.execute("SELECT run, reason, end - start FROM sessions ORDER BY run")
+    assert [(r, why, round(d)) for r, why, d in rows] == [
+        ("elsewhere/1/old", "crash", 50),  # held until its last checkpoint
+        ("elsewhere/2/recent", "open", 0),
+        (f"{socket.gethostname()}/{os.getppid()}/live", "open", 0),
+    ]
+    store.close()
