@@ -550,6 +550,13 @@ class PgHistoryStore(ThreadedSink):
             self._writer_error(exc)
 
     def _run(self) -> None:
+        if self._conn is not None:
+            # a first write (a checkpoint) at start: this thread's malloc arena and
+            # the driver's buffers are allocated now, not once clients are held
+            try:
+                self._insert([])
+            except self.psycopg.Error as exc:
+                self._went_down(exc)
         while True:
             if self._down_since is not None and (self._pending or self._buf or self.held):
                 # away: sleep until the next try (events still come in meanwhile)
