@@ -328,3 +328,87 @@ def test_report_errors_on_postgresql_are_one_line(pg: PgServer) -> None:
         assert out.returncode == 2, out
         assert out.stderr.count("\n") == 1 and needle in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_a_lock_timeout_is_retried_not_dropped(pg: PgServer, db: tuple[str, str]) -> None:
+    """The server refuses a batch for a reason that passes (here a lock held past
+    the connection's lock_timeout): the batch waits and is written after, whole."""
+    import psycopg
+
+    from tarry.events import CLOSE, Event
+    from tarry.pghistory import PgHistoryStore
+
+    name, url = db
+    said: list[str] = []
+    store = PgHistoryStore(
+        url + "?options=-c%20lock_timeout%3D200",
+        host="h",
+        batch=50,
+        interval=0.05,
+        report=said.append,
+    )
+    store.start()
+    with psycopg.connect(url, autocommit=True) as locker, locker.transaction():
+        locker.execute("LOCK TABLE tarry_sessions IN ACCESS EXCLUSIVE MODE")
+        for i in range(100):
+            store.emit(Event(CLOSE, time.time(), "ssh", "l", "192.0.2.1", i, reason="closed"))
+        time.sleep(2.0)  # another transaction holds the table for 2 s: 10 lock timeouts
+    wait_until(lambda: store.written + store.failed >= 100, 30, "every batch written")
+    store.close()
+    (n,) = pg.query(name, "SELECT count(*) FROM tarry_sessions")[0]
+    assert (n, store.written, store.failed, store.dropped) == (100, 100, 0, 0), said
+    assert sum("cannot write" in s for s in said) == 1, said
+    assert sum("is back after" in s for s in said) == 1, said
+
+
+def test_kill_9_loses_at_most_one_flush_interval_of_held_sessions(
+    pg: PgServer, db: tuple[str, str]
+) -> None:
+    """20 clients held about 3 s by a host writing to PostgreSQL, then ``kill
+    -9``: the report counts each with its time, less at most one flush
+    interval; a restart closes the dead run's rows with reason ``crash``."""
+    import random
+    import signal
+
+    name, url = db
+    interval, n, slack = 0.2, 20, 0.5  # config() sets flush_interval = 0.2
+    cfg = config(url, "alpha")
+    t = start_tarry(cfg)
+    clients: dict[int, tuple[socket.socket, float, float]] = {}  # before, after connect
+    try:
+        port = t.port()
+        for _ in range(n):
+            before = time.time()
+            s = socket.create_connection(("127.0.0.1", port), 5)
+            clients[s.getsockname()[1]] = (s, before, time.time())
+        t.wait_for(rf"ACCEPT .* n={n}/")
+        time.sleep(3.0 + random.uniform(0.0, interval))  # killed at any point of the cycle
+        killed = time.time()
+        t.proc.send_signal(signal.SIGKILL)
+        t.proc.wait(10)
+        dead = time.time()
+    finally:
+        t.stop()
+        for s, *_ in clients.values():
+            s.close()
+    # how long each was held: at least from just after its connect until the
+    # signal, at most from just before its connect until tarry was dead
+    held = {p: killed - after for p, (_, _, after) in clients.items()}
+    most = {p: dead - before for p, (_, before, _) in clients.items()}
+    summary = report(url)["summary"]
+    assert summary["sessions"] == n
+    wasted = summary["time_wasted_seconds"]
+    assert sum(held.values()) - n * (interval + slack) <= wasted <= sum(most.values())
+
+    again = start_tarry(cfg)  # a restart closes the dead run's rows
+    try:
+        again.port()
+        rows = dict(
+            pg.query(name, "SELECT port, duration FROM tarry_sessions WHERE reason = 'crash'")
+        )
+    finally:
+        again.stop()
+    assert set(rows) == set(held)
+    for p, d in rows.items():
+        assert held[p] - interval - slack <= d <= most[p], (p, d, held[p], most[p])
+    assert report(url)["summary"] == summary

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import random
+import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from support import start_tarry, wait_until
 from tarry.events import ACCEPT, CLOSE, Event
 from tarry.history import SCHEMA_VERSION, HistoryError, HistoryStore, connect
 
@@ -44,11 +49,13 @@ def test_close_flushes_every_event_and_stores_ipv4(tmp_path):
         store.emit(close_event(i))
     store.close()
     conn = sqlite3.connect(tmp_path / "h.sqlite3")
-    assert conn.execute("select count(*), min(port), max(port) from sessions").fetchone() == (
-        2500,
-        0,
-        2499,
-    )
+    assert conn.execute(
+        "select count(*), min(port), max(port) from sessions where reason = 'closed'"
+    ).fetchone() == (2500, 0, 2499)
+    # the accepted session that never closed is a row still open
+    assert conn.execute(
+        "select port, reason from sessions where reason <> 'closed'"
+    ).fetchall() == [(1, "open")]
     ip, soft, notes = conn.execute("select ip, software, notes from sessions limit 1").fetchone()
     assert ip == "192.0.2.1"
     assert soft == "SSH-2.0-libssh_0.9.6"
@@ -182,3 +189,207 @@ def test_kill_9_during_constant_writes_never_corrupts(tmp_path):
         written.append(len(check_file(path)))
     # on a loaded machine the earliest kill may come before the first commit
     assert max(written) > 0, written
+
+
+def count(path: Path | str, where: str = "1") -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(f"select count(*) from sessions where {where}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_lock_held_past_the_busy_timeout_loses_only_what_overflows(tmp_path):
+    """Another process holds the write lock for longer than the 5 s busy
+    timeout: the batch in hand and the buffer wait, only the overflow drops."""
+    path = tmp_path / "h.sqlite3"
+    said: list[str] = []
+    store = HistoryStore(path, retention_days=0, capacity=200, interval=0.1, report=said.append)
+    store.start()
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    release = time.monotonic() + 7.0  # the busy timeout is 5 s
+    try:
+        for i in range(150):  # the writer takes these as one batch, then waits for the lock
+            store.emit(close_event(i))
+        wait_until(lambda: not store._buf, 10, "the batch taken")
+        for i in range(150, 450):  # 200 fit in the buffer, 100 overflow
+            store.emit(close_event(i))
+        time.sleep(max(0.0, release - time.monotonic()))  # the other process's transaction
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    wait_until(lambda: count(path) >= 350, 15, "the sessions written")
+    store.close()
+    assert (count(path), store.dropped, store.failed) == (350, 100, 0)
+    assert sum("cannot write" in m for m in said) == 1, said
+    (back,) = [m for m in said if "writing again" in m]
+    assert back.endswith("; 350 events waited, 100 dropped"), back
+
+
+FULL_DISK = """
+[[tarpit]]
+protocol = "ssh"
+listen = ["127.0.0.1:0"]
+delay = 60
+[history]
+path = "{path}"
+flush_interval = 0.2
+[admin]
+listen = ""
+"""
+
+
+def test_a_full_disk_keeps_the_sessions_and_writes_them_when_space_returns(tmp_path):
+    """A real tarry whose history is on a 2 MB tmpfs (in a mount namespace of
+    its own): the disk fills, 200 clients come and go, then space returns."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) to mount a tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = 'mount -t tmpfs -o size=2m tmpfs "$0" && exec "$@"'
+    prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c", mount, str(disk)]
+    t = start_tarry(FULL_DISK.format(path=disk / "h.sqlite3"), prefix=prefix)
+    try:
+        port = t.port()
+        # the tmpfs, as tarry sees it
+        seen = Path(f"/proc/{t.proc.pid}/root") / str(disk).lstrip("/")
+        db_in = disk / "h.sqlite3"
+        filler = seen / "filler"
+        with open(filler, "wb") as f:  # fill the disk to the last byte
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        for k in range(4):  # 50 from each of 4 addresses: under the per-IP cap (64)
+            src = (f"127.0.0.{k + 2}", 0)
+            clients = [socket.create_connection(("127.0.0.1", port), 5, src) for _ in range(50)]
+            for c in clients:
+                c.close()
+        wait_until(lambda: t.count(" CLOSE ") == 200, 10, "200 closes")
+        time.sleep(1.0)  # five flush intervals with the disk full
+        filler.unlink()
+
+        def rows(where: str = "1") -> int:  # SQLite resolves /proc/PID/root: read from inside
+            script = f"import sys; sys.path[:0] = {sys.path!r}; import test_history as h; "
+            script += f"print(h.count({str(db_in)!r}, {where!r}))"
+            nsenter = ["nsenter", "-t", str(t.proc.pid), "-m", sys.executable, "-c", script]
+            return int(subprocess.run(nsenter, capture_output=True, text=True, check=True).stdout)
+
+        wait_until(lambda: rows("reason <> 'open'") == 200, 10, "200 sessions written")
+        assert rows() == 200
+        wait_until(lambda: any("writing again" in e for e in t.err), 5, "the recovery said")
+    finally:
+        t.stop()
+    assert sum("cannot write (database or disk is full)" in e for e in t.err) == 1, t.err
+
+
+HELD = """
+[[tarpit]]
+protocol = "ssh"
+listen = ["127.0.0.1:0"]
+delay = 1
+[history]
+path = "{path}"
+flush_interval = {interval}
+[admin]
+listen = ""
+"""
+
+
+def test_kill_9_loses_at_most_one_flush_interval_of_held_sessions(tmp_path):
+    """50 clients held for 4 s, then ``kill -9``: ``tarry report`` counts each
+    with the time it had reached, less at most one flush interval; a restart
+    closes the rows with reason ``crash`` and keeps that time."""
+    interval, n = 1.0, 50
+    path = tmp_path / "h.sqlite3"
+    config = HELD.format(path=path, interval=interval)
+    t = start_tarry(config)
+    clients: dict[int, tuple[socket.socket, float, float]] = {}  # before, after connect
+    try:
+        port = t.port()
+        for _ in range(n):
+            before = time.time()
+            s = socket.create_connection(("127.0.0.1", port), 5)
+            clients[s.getsockname()[1]] = (s, before, time.time())
+        t.wait_for(rf"ACCEPT .* n={n}/")
+        time.sleep(4.0 + random.uniform(0.0, interval))  # held; killed at any point of the cycle
+        killed = time.time()
+        t.proc.send_signal(signal.SIGKILL)
+        t.proc.wait(10)
+        dead = time.time()
+    finally:
+        t.stop()
+        for s, *_ in clients.values():
+            s.close()
+    # how long each was held: at least from just after its connect until the
+    # signal, at most from just before its connect until tarry was dead
+    held = {p: killed - after for p, (_, _, after) in clients.items()}
+    most = {p: dead - before for p, (_, before, _) in clients.items()}
+    slack = 0.5  # the time one write takes on a loaded machine, and the client's clock
+
+    def report() -> dict:
+        out = subprocess.run(
+            [sys.executable, "-m", "tarry", "report", "--db", str(path), "--format", "json"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": SRC},
+            check=True,
+        ).stdout
+        return json.loads(out)["summary"]
+
+    summary = report()
+    assert summary["sessions"] == n
+    wasted = summary["time_wasted_seconds"]
+    assert sum(held.values()) - n * (interval + slack) <= wasted <= sum(most.values()), (
+        wasted,
+        sum(held.values()),
+    )
+
+    again = start_tarry(config)  # a restart closes the dead run's rows
+    try:
+        again.port()
+        conn = sqlite3.connect(path)
+        rows = dict(conn.execute("select port, duration from sessions where reason = 'crash'"))
+        conn.close()
+    finally:
+        again.stop()
+    assert set(rows) == set(held)
+    for p, d in rows.items():  # each session, not only the sum
+        assert held[p] - interval - slack <= d <= most[p], (p, d, held[p], most[p])
+    assert report() == summary
+
+
+def test_open_rows_of_a_gone_run_are_closed_as_crash_and_a_live_ones_kept(tmp_path):
+    """Another machine's run that stopped checkpointing 10 minutes ago is gone;
+    one that checkpointed a minute ago, or a live process here, is not."""
+    from tarry.history import STALE_AFTER
+
+    path = tmp_path / "h.sqlite3"
+    now = time.time()
+    conn = connect(path)
+    with conn:
+        for run, alive in (
+            ("elsewhere/1/old", now - STALE_AFTER - 5),
+            ("elsewhere/2/recent", now - 60),
+            (f"{socket.gethostname()}/{os.getppid()}/live", now - STALE_AFTER + 60),
+        ):
+            conn.execute("INSERT INTO runs VALUES (?, 'h', ?, ?)", (run, alive - 100, alive))
+            conn.execute(
+                "INSERT INTO sessions (host, start, end, proto, listener, ip, port, duration,"
+                " sent, received, reason, run, fd) VALUES"
+                " ('h', ?, ?, 'ssh', 'l', '192.0.2.1', 1, 0, 0, 0, 'open', ?, 3)",
+                (alive - 50, alive - 50, run),
+            )
+    conn.close()
+    store = HistoryStore(path)
+    assert store.crashed == 1
+    rows = store.conn.execute("SELECT run, reason, end - start FROM sessions ORDER BY run")
+    assert [(r, why, round(d)) for r, why, d in rows] == [
+        ("elsewhere/1/old", "crash", 50),  # held until its last checkpoint
+        ("elsewhere/2/recent", "open", 0),
+        (f"{socket.gethostname()}/{os.getppid()}/live", "open", 0),
+    ]
+    store.close()

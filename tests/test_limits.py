@@ -6,6 +6,7 @@ headers stand for hosts that loopback cannot be (IPv6 /64s, public addresses).
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
@@ -349,3 +350,51 @@ def test_reload_with_a_bad_config_is_one_line_and_changes_nothing(serve) -> None
     logged(t, r" CLOSE ", 0)
     s.close()
     fresh.close()
+
+
+def refused_metric(admin: int) -> dict[str, float]:
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in body.splitlines():
+        if line.startswith("tarry_refused_connections_total{"):
+            labels, value = line.rsplit(" ", 1)
+            out[labels.split('reason="')[1].split('"')[0]] = float(value)
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_per_ip_refusals_are_summed_up_on_a_timer_and_counted_in_a_metric(workers: int) -> None:
+    """A flood past max_clients_per_ip, then silence: the sum of the notices
+    not logged comes at the window's end without another refusal, and
+    ``tarry_refused_connections_total{reason="per_ip"}`` counts every one."""
+    need_module("prometheus_client")
+    need_module("aiohttp")
+    from tarry.engine import NOTICE_BURST, NOTICE_WINDOW
+
+    config = tarpit(max_clients_per_ip=2) + f"[engine]\nworkers = {workers}\n"
+    t = start_tarry(config + '[history]\nenabled = false\n[admin]\nlisten = "127.0.0.1:0"\n')
+    try:
+        port = t.port()
+        admin = int(t.wait_for(r"ADMIN listener=\S+:(\d+)", timeout=10).group(1))
+        held = [dial(port) for _ in range(2)]
+        wait_until(lambda: t.count(r" ACCEPT ") == 2, 5, "2 accepts")
+        flood = 20
+        extra = [dial(port) for _ in range(flood)]
+        first = time.monotonic()
+        assert all(closed_by_peer(s) for s in extra)
+        # silence from here on; the sum must come within the window (plus slack)
+        summary = rf"^tarry: (worker \d+: )?{flood - NOTICE_BURST} more per-IP notices in {NOTICE_WINDOW:g}s$"
+        wait_until(
+            lambda: any(re.search(summary, e) for e in t.err),
+            NOTICE_WINDOW + 3,
+            "the summary line",
+        )
+        assert time.monotonic() - first <= NOTICE_WINDOW + 3
+        assert sum("max_clients_per_ip" in e for e in t.err) == NOTICE_BURST
+        assert refused_metric(admin) == {"per_ip": flood, "proxy": 0}
+        for s in [*held, *extra]:
+            s.close()
+    finally:
+        t.stop()

@@ -231,7 +231,7 @@ def test_hosts_section_and_host_filter(tmp_path):
 
 
 def test_a_schema_1_file_reads_as_one_unnamed_host_and_migrates(tmp_path):
-    from tarry.history import MIGRATIONS, connect
+    from tarry.history import MIGRATIONS, SCHEMA_VERSION, connect
 
     path = tmp_path / "old.sqlite3"
     conn = sqlite3.connect(path)
@@ -248,7 +248,7 @@ def test_a_schema_1_file_reads_as_one_unnamed_host_and_migrates(tmp_path):
     assert [(h["host"], h["sessions"]) for h in json.loads(out)["hosts"]] == [("", 1)]
     connect(path).close()  # a tarry start migrates it
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("SELECT host, port FROM sessions").fetchall() == [("", 1)]
     _, out, _ = run("--db", str(path))
     assert "(unnamed)" in out

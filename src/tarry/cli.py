@@ -308,7 +308,12 @@ async def _start_admin(
     from .admin import AdminError
 
     try:
-        admin = await start(engine.snapshot, engine.held_by_protocol, live or engine.live_totals)
+        admin = await start(
+            engine.snapshot,
+            engine.held_by_protocol,
+            live or engine.live_totals,
+            getattr(engine, "refused_by_reason", None),
+        )
     except AdminError as exc:
         if explicit:
             fail(str(exc))

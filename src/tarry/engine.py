@@ -58,6 +58,8 @@ NO_TICK = KEY_MASK  # a wheel key's low 32 bits never come round to this while i
 PARK_MAX = 128  # per tarpit: connections past the per-IP cap held unread ("backlog")
 NOTICE_WINDOW = 10.0  # seconds; repeated notices (refusals, bad PROXY headers) are summed up
 NOTICE_BURST = 5  # notices of one kind logged in full per window
+# why a connection was closed without being greeted (tarry_refused_connections_total)
+REFUSALS = ("per_ip", "proxy")
 AGE_REBASE = 1 << 31  # ms (24.8 days): older accept times are rebased by the sweep ...
 SWEEP_EVERY = 6 * 86400.0  # ... which runs this often (seconds), well inside 2**32 ms
 
@@ -207,7 +209,9 @@ class Engine:
         self.max_clients = 0  # across every listener; 0 = only the per-tarpit caps
         self._full = False  # accepts are paused because of max_clients
         self.refused = 0  # connections closed at once for being past a per-IP cap
-        self._notices: dict[str, list[Any]] = {}  # kind -> [window start, count]
+        self.refusals = dict.fromkeys(REFUSALS, 0)
+        """Connections closed without a greeting, by reason (``REFUSALS``)."""
+        self._notices: dict[str, list[Any]] = {}  # kind -> [count, summary timer]
         # a listening socket that a reload lets go of (systemd's are handed back)
         self.discard_socket: Callable[[socket.socket], None] = socket.socket.close
 
@@ -416,16 +420,30 @@ class Engine:
                 self._resume(listener)
 
     def notice(self, kind: str, message: str) -> None:
-        """Log a notice that a peer can cause at will, a few per window, then a sum."""
-        now = self.loop.time()
+        """Log a notice that a peer can cause at will, a few per window, then a sum.
+
+        The sum is said by a timer at the window's end, so it comes even if no
+        notice of that kind ever follows."""
         seen = self._notices.get(kind)
-        if seen is None or now - seen[0] >= NOTICE_WINDOW:
-            if seen is not None and seen[1] > NOTICE_BURST:
-                self.log(f"{seen[1] - NOTICE_BURST} more {kind} notices in {NOTICE_WINDOW:g}s")
-            seen = self._notices[kind] = [now, 0]
-        seen[1] += 1
-        if seen[1] <= NOTICE_BURST:
+        if seen is None:
+            timer = self.loop.call_later(NOTICE_WINDOW, self._summarise, kind)
+            seen = self._notices[kind] = [0, timer]
+        seen[0] += 1
+        if seen[0] <= NOTICE_BURST:
             self.log(message)
+
+    def _summarise(self, kind: str) -> None:
+        seen = self._notices.pop(kind, None)
+        if seen is not None and seen[0] > NOTICE_BURST:
+            self.log(f"{seen[0] - NOTICE_BURST} more {kind} notices in {NOTICE_WINDOW:g}s")
+
+    def refuse(self, reason: str) -> None:
+        """Count a connection closed without a greeting."""
+        self.refusals[reason] += 1
+
+    def refused_by_reason(self) -> dict[str, int]:
+        """What ``tarry_refused_connections_total`` exports."""
+        return dict(self.refusals)
 
     def _admit(self, listener: Listener, fd: int, peer: tuple[Any, ...]) -> None:
         if fd >= self.cap:  # only if someone raised the fd limit behind our back
@@ -524,6 +542,7 @@ class Engine:
             return False
         os.close(fd)
         self.refused += 1
+        self.refuse("per_ip")
         self.notice(
             "per-IP",
             f"{listener.address}: {who} has {tarpit.spec.max_clients_per_ip} clients "
@@ -591,6 +610,7 @@ class Engine:
             header = proxy.parse(wait)
         except proxy.ProxyError as exc:
             self.notice("PROXY", f"{listener.address}: from {self.host(fd)}: {exc}; closed")
+            self.refuse("proxy")
             self._close(fd, "proxy")
             return
         if header is None:
@@ -888,6 +908,7 @@ class Engine:
                 f"{listener.address}: from {self.host(fd)}: no complete PROXY header within "
                 f"{listener.tarpit.spec.proxy_timeout:g}s; closed",
             )
+            self.refuse("proxy")
             self._close(fd, "proxy")
             return
         self._run(fd, listener.tarpit.bait.tick, (self.state[fd], obj, self.age(fd, now)), now)
@@ -1150,6 +1171,9 @@ class Engine:
             if handle is not None:
                 handle.cancel()
         self._fd_pause = self._trim_at = None
+        for kind, (_, timer) in list(self._notices.items()):  # the sums not said yet
+            timer.cancel()
+            self._summarise(kind)
         if self.running:
             self.loop.remove_reader(self.ep.fileno())
             self.running = False

@@ -31,6 +31,8 @@ from .software import family, software
 
 Live = Callable[[], Mapping[tuple[str, str], tuple[int, float, int]]]
 """(proto, listener) -> (clients held, seconds held so far, bytes sent so far)."""
+Refusals = Callable[[], Mapping[str, int]]
+"""reason -> connections closed without a greeting (the engine's counters)."""
 
 HOLD_BUCKETS = (1.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0)
 FAMILIES_MAX = 200  # distinct (proto, family) label pairs; more become "other"
@@ -110,8 +112,10 @@ class Metrics(BaseSink):
         per_ip_expiry: float = 3600.0,
         sinks: Sequence[Counted] = (),
         live: Live | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
         self.live = live
+        self.refusals = refusals
         self.sinks: list[Counted] = list(sinks)
         """Sinks whose ``dropped``/``failed`` counts are exported."""
         self.per_ip = PerIp(per_ip_max, per_ip_expiry) if per_ip else None
@@ -314,6 +318,21 @@ class Metrics(BaseSink):
         yield dropped
         yield failed
         yield stuck
+
+        m = CounterMetricFamily(
+            "tarry_refused_connections",
+            "Connections closed without a greeting, by reason: per_ip (past max_clients_per_ip),"
+            " proxy (no valid PROXY header in time).",
+            labels=["reason"],
+        )
+        if self.refusals is not None:
+            try:
+                refusals = dict(self.refusals())
+            except Exception:
+                refusals = {}
+            for reason, n in sorted(refusals.items()):
+                m.add_metric([reason], n)
+        yield m
 
         if self.per_ip is not None:
             self.per_ip.expire()

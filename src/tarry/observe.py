@@ -472,6 +472,7 @@ def starter(obs: Observability, report: Report = _stderr) -> Starter | None:
         snapshot: Callable[[int], list[dict[str, Any]]],
         held: Callable[[], Mapping[str, int]],
         live: Callable[[], Mapping[tuple[str, str], tuple[int, float, int]]] | None = None,
+        refusals: Callable[[], Mapping[str, int]] | None = None,
     ) -> Any:
         import asyncio
         import time
@@ -489,6 +490,7 @@ def starter(obs: Observability, report: Report = _stderr) -> Starter | None:
                 report(f"tarry: history: cannot read totals: {exc}")
         if obs.metrics is not None:
             obs.metrics.live = live
+            obs.metrics.refusals = refusals
         admin = Admin(
             stats=obs.stats,
             snapshot=snapshot,

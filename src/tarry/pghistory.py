@@ -12,12 +12,19 @@ appends to a bounded deque, and a writer thread inserts batches with psycopg 3
 The database may go away (a restart, a failover, the network). Then the
 writer keeps the batch it holds and the deque keeps filling up to ``buffer``
 events; it reconnects with backoff and writes everything in order once the
-server answers. Only when the deque is full are events dropped: counted in
+server answers. The same holds when the server answers but refuses a batch
+for a reason that passes (a full disk, a lock or statement timeout, a standby
+after a failover, too many connections): the batch is kept and sent again.
+Only when the deque is full are events dropped: counted in
 ``dropped`` (the ``tarry_sink_dropped_events_total`` metric) and logged once
 per outage, with the total when the database is back. Each row carries a
 unique id (``uid``: this run's random id and a sequence number) and is
 inserted with ``ON CONFLICT DO NOTHING``, so a batch whose COMMIT reached the
 server but whose answer did not is not stored twice when it is sent again.
+
+Held sessions are rows with reason ``open``, checkpointed by one row of
+``tarry_runs`` per run, as in the SQLite history (tarry.history): a ``kill -9``
+loses at most one flush interval of any session while the database answers.
 """
 
 from __future__ import annotations
@@ -25,13 +32,24 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .events import CLOSE, Event
-from .history import PRUNE_EVERY, HistoryError, LearnRow, default_host, learn_rows, row
+from .events import ACCEPT, CLOSE, Event
+from .history import (
+    PRUNE_EVERY,
+    STALE_AFTER,
+    SWEEP_EVERY,
+    HistoryError,
+    LearnRow,
+    _alive,
+    default_host,
+    learn_rows,
+    row,
+)
 from .sinks import REPORT_EVERY, ThreadedSink, _stderr
 
 SCHEMES = ("postgresql://", "postgres://")
@@ -70,13 +88,58 @@ MIGRATIONS: list[str] = [
     CREATE INDEX {TABLE}_host_start ON {TABLE} (host, start);
     CREATE INDEX {TABLE}_stored ON {TABLE} (stored);
     """,
+    f"""
+    ALTER TABLE {TABLE} ADD COLUMN run TEXT NOT NULL DEFAULT '';  -- machine/pid/random
+    ALTER TABLE {TABLE} ADD COLUMN fd INTEGER NOT NULL DEFAULT -1;
+    CREATE INDEX {TABLE}_open ON {TABLE} (run, listener, ip, port, fd) WHERE reason = 'open';
+    CREATE TABLE tarry_runs (
+        run     TEXT PRIMARY KEY,
+        host    TEXT NOT NULL,
+        started DOUBLE PRECISION NOT NULL,
+        alive   DOUBLE PRECISION NOT NULL   -- the last checkpoint: open rows held until then
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+_COLUMNS = (
+    'uid, host, start, "end", proto, listener, ip, port, duration, sent, received, reason,'
+    " country, software, notes, run, fd"
+)
 INSERT = (
-    f'INSERT INTO {TABLE} (uid, host, start, "end", proto, listener, ip, port, duration, sent,'
-    " received, reason, country, software, notes)"
-    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (uid) DO NOTHING"
+    f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+    " ON CONFLICT (uid) DO NOTHING"
+)
+_OPEN_KEY = "run = %s AND listener = %s AND ip = %s AND port = %s AND fd = %s AND reason = 'open'"
+# A close whose open row is not there is inserted whole; the others complete it,
+# taking the close's uid, so that a batch sent again changes nothing.
+INSERT_UNLESS_OPEN = (
+    f"INSERT INTO {TABLE} ({_COLUMNS}) SELECT %s,%s,%s::float8,%s::float8,%s,%s,%s,%s::int,"
+    "%s::float8,%s::bigint,%s::bigint,%s,%s,%s,%s::jsonb,%s,%s::int"
+    f" WHERE NOT EXISTS (SELECT 1 FROM {TABLE} WHERE {_OPEN_KEY}) ON CONFLICT (uid) DO NOTHING"
+)
+COMPLETE = (
+    f'UPDATE {TABLE} SET uid = %s, start = %s, "end" = %s, duration = %s, sent = %s,'
+    " received = %s, reason = %s, country = %s, software = %s, notes = %s,"
+    f" stored = extract(epoch FROM clock_timestamp()) WHERE {_OPEN_KEY}"
+)
+LOST = f"UPDATE {TABLE} SET reason = 'lost' WHERE {_OPEN_KEY}"
+CHECKPOINT = "UPDATE tarry_runs SET alive = greatest(alive, %s) WHERE run = %s"
+CRASH = (
+    f'UPDATE {TABLE} SET reason = \'crash\', "end" = greatest("end", %(alive)s),'
+    ' duration = greatest("end", %(alive)s) - start,'
+    " stored = extract(epoch FROM clock_timestamp()) WHERE run = %(run)s AND reason = 'open'"
+)
+# The sessions as ``tarry report`` reads them: an open row counts up to its run's
+# last checkpoint.
+_UNTIL = (
+    'greatest(s."end", coalesce((SELECT alive FROM tarry_runs r WHERE r.run = s.run), s."end"))'
+)
+SESSIONS_VIEW = (
+    "(SELECT host, start, proto, listener, ip, port, sent, received, reason, country, software,"
+    f' notes, CASE WHEN reason = \'open\' THEN {_UNTIL} ELSE s."end" END AS "end",'
+    f" CASE WHEN reason = 'open' THEN {_UNTIL} - start ELSE duration END AS duration"
+    f" FROM {TABLE} s) AS sessions"
 )
 _LEARN_WHERE = (
     "proto = 'ssh' AND reason IN ('closed', 'reset') AND notes->>'mode' IN ('drip', 'kex')"
@@ -157,6 +220,20 @@ def migrate(conn: Any) -> int:
     return found
 
 
+# SQLSTATE classes and codes of a refusal that may pass: connection (08), a
+# rollback for serialization or deadlock (40), insufficient resources such as a
+# full disk (53), operator intervention (57), system error (58); a lock timeout
+# (55P03) and a read-only transaction (25006: a standby after a failover).
+PASSING_CLASSES = ("08", "40", "53", "57", "58")
+PASSING_CODES = ("55P03", "25006")
+
+
+def passing(exc: BaseException) -> bool:
+    """Whether the server refused for a reason that may pass: send again later."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in PASSING_CLASSES or state in PASSING_CODES
+
+
 def _clean(value: object) -> object:
     """PostgreSQL text cannot hold NUL; notes are sanitised already, this is a backstop."""
     return value.replace("\x00", "") if isinstance(value, str) else value
@@ -188,10 +265,20 @@ class PgHistoryStore(ThreadedSink):
         self.host = host or default_host()
         self.retention_days = retention_days
         self.run = os.urandom(6).hex()
+        self.run_id = f"{socket.gethostname()}/{os.getpid()}/{self.run}"
+        """This run in ``tarry_runs``: a dead process's open rows can be told."""
         self.seq = 0
         self.retried = 0
         """Batches sent again after the database went away."""
-        self._pending: list[tuple[object, ...]] = []
+        self.held = 0
+        """This run's open rows (about): whether checkpoints are needed."""
+        # rows to write, in order: ("a", open row), ("c", a close completing an
+        # open row of an earlier batch) or ("i", a whole row); and their events
+        self._pending: list[tuple[str, tuple[object, ...]]] = []
+        self._pending_events = 0
+        self._pending_opens: dict[tuple[object, ...], int] = {}
+        self._ckpt_at = 0.0
+        self._sweep_at = 0.0
         self._conn: Any = None
         self._down_since: float | None = None
         self._down_dropped = 0
@@ -212,7 +299,7 @@ class PgHistoryStore(ThreadedSink):
     # -- loop thread --
 
     def emit(self, event: Event) -> None:
-        if event.kind != CLOSE:
+        if event.kind != CLOSE and event.kind != ACCEPT:
             return
         buf = self._buf
         n = len(buf)
@@ -244,12 +331,36 @@ class PgHistoryStore(ThreadedSink):
         conn = connect(self.url)
         try:
             migrate(conn)
+            now = time.time()
+            conn.execute(
+                "INSERT INTO tarry_runs VALUES (%s, %s, %s, %s) ON CONFLICT (run)"
+                " DO UPDATE SET alive = greatest(tarry_runs.alive, excluded.alive)",
+                (self.run_id, self.host, now, now),
+            )
+            self._sweep(conn)
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _went_down(self, exc: BaseException) -> None:
+    def _sweep(self, conn: Any) -> int:
+        """Close the open rows of runs that are gone (reason ``crash``, at their
+        last checkpoint): a run of this machine whose process is dead, or any
+        run of the fleet not checkpointed for STALE_AFTER seconds."""
+        self._sweep_at = time.monotonic() + SWEEP_EVERY
+        stale = time.time() - STALE_AFTER
+        closed = 0
+        runs = conn.execute(
+            "SELECT run, alive FROM tarry_runs WHERE run <> %s", (self.run_id,)
+        ).fetchall()
+        for run, alive in runs:
+            if alive < stale or not _alive(run):
+                with conn.transaction():
+                    closed += conn.execute(CRASH, {"alive": alive, "run": run}).rowcount
+                    conn.execute("DELETE FROM tarry_runs WHERE run = %s", (run,))
+        return closed
+
+    def _went_down(self, exc: BaseException, what: str = "unreachable") -> None:
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -263,7 +374,7 @@ class PgHistoryStore(ThreadedSink):
             self._down_dropped = 0
             why = " ".join(str(exc).split()) or type(exc).__name__
             self.report(
-                f"tarry: history: {self.where} unreachable ({why}); buffering up to "
+                f"tarry: history: {self.where} {what} ({why}); buffering up to "
                 f"{self.capacity} events and retrying"
             )
 
@@ -293,25 +404,63 @@ class PgHistoryStore(ThreadedSink):
 
     def _row(self, event: Event) -> tuple[object, ...]:
         self.seq += 1
+        uid = f"{self.run}-{self.seq}"
+        if event.kind == ACCEPT:
+            t = event.time
+            return (
+                uid, self.host, t, t, event.proto, _clean(event.listener), _clean(event.ip),
+                event.port, 0.0, 0, 0, "open", event.country, "", "{}", self.run_id, event.fd,
+            )  # fmt: skip
         r = row(event, self.host)
         notes = json.loads(r[-1])  # type: ignore[arg-type]
         notes = {str(_clean(k)): _clean(v) for k, v in notes.items()}
         return (
-            f"{self.run}-{self.seq}",
+            uid,
             *(_clean(v) for v in r[:-1]),
             json.dumps(notes, ensure_ascii=True, separators=(",", ":")),
+            self.run_id,
+            event.fd,
         )
+
+    def _take(self, event: Event) -> None:
+        """Add an event to the pending rows; a session accepted and closed
+        within them becomes one finished row."""
+        r = self._row(event)
+        key = (r[5], r[6], r[7], r[16])  # listener, ip, port, fd
+        opens = self._pending_opens
+        i = opens.pop(key, None)
+        if event.kind == ACCEPT:
+            if i is not None:  # the close of that one was dropped (buffer full)
+                k, old = self._pending[i]
+                self._pending[i] = (k, (*old[:11], "lost", *old[12:]))
+            opens[key] = len(self._pending)
+            self._pending.append(("a", r))
+        elif i is not None:
+            self._pending[i] = ("i", r)
+        else:
+            self._pending.append(("c", r))
+        self._pending_events += 1
 
     def _drain(self) -> None:
         buf = self._buf
         while True:
             if not self._pending:
                 if not buf:
+                    if self.held and time.monotonic() >= self._ckpt_at and self._ready():
+                        try:
+                            self._insert([])  # a checkpoint alone
+                        except self.psycopg.Error as exc:
+                            self._went_down(exc)
+                        else:
+                            if self._down_since is not None:
+                                self._came_back()
                     return
-                while buf and len(self._pending) < self.batch:
+                self._pending_opens.clear()
+                self._pending_events = 0
+                while buf and self._pending_events < self.batch:
                     event = buf.popleft()
                     try:
-                        self._pending.append(self._row(event))
+                        self._take(event)
                     except Exception as exc:  # a bug must not end the writer
                         self.failed += 1
                         self._writer_error(exc)
@@ -322,39 +471,69 @@ class PgHistoryStore(ThreadedSink):
             try:
                 try:
                     self._insert(self._pending)
-                except self.psycopg.Error:
+                except self.psycopg.Error as exc:
                     if self._conn is None or self._conn.broken or self._conn.closed:
+                        raise
+                    if passing(exc):
                         raise
                     # the server refused some row, not the connection: store the rest
                     self._insert_each(self._pending)
             except self.psycopg.Error as exc:
                 self.retried += 1
-                self._went_down(exc)
+                gone = self._conn is None or self._conn.broken or self._conn.closed
+                self._went_down(exc, "unreachable" if gone else "cannot write")
                 return
-            self.written += len(self._pending)
+            self.written += self._pending_events
             self._pending = []
+            self._pending_events = 0
             if self._down_since is not None:
                 self._came_back()
             self._maybe_prune()
+            if time.monotonic() >= self._sweep_at:
+                try:
+                    self._sweep(self._conn)
+                except self.psycopg.Error as exc:
+                    self._writer_error(exc)
 
-    def _insert(self, rows: list[tuple[object, ...]]) -> None:
+    def _insert(self, items: list[tuple[str, tuple[object, ...]]]) -> None:
+        """One transaction: closes of earlier batches, then new rows, then this
+        run's checkpoint. Sent again after a lost answer, it changes nothing."""
+        closes = [r for k, r in items if k == "c"]
+        opens = [r for k, r in items if k == "a"]
+        rows = [r for k, r in items if k != "c"]
+        run = self.run_id
         with self._conn.transaction(), self._conn.cursor() as cur:
-            cur.executemany(INSERT, rows)
+            if closes:
+                cur.executemany(INSERT_UNLESS_OPEN, [(*r, run, *r[5:8], r[16]) for r in closes])
+                cur.executemany(
+                    COMPLETE,
+                    [(r[0], *r[2:4], *r[8:15], run, *r[5:8], r[16]) for r in closes],
+                )
+            if opens:
+                cur.executemany(LOST, [(run, *r[5:8], r[16]) for r in opens])
+            if rows:
+                cur.executemany(INSERT, rows)
+            held = self.held + len(opens) - len(closes)
+            if held <= 0 and (closes or self.held):  # a close without its open row: count
+                cur.execute(
+                    f"SELECT count(*) FROM {TABLE} WHERE run = %s AND reason = 'open'", (run,)
+                )
+                held = cur.fetchone()[0]
+            cur.execute(CHECKPOINT, (time.time(), run))
+        self.held = held
+        self._ckpt_at = time.monotonic() + self.interval
 
-    def _insert_each(self, rows: list[tuple[object, ...]]) -> None:
+    def _insert_each(self, items: list[tuple[str, tuple[object, ...]]]) -> None:
         """Row by row; the refused ones are counted as failed and left out."""
-        keep = []
-        for r in rows:
+        for item in items:
             try:
-                self._insert([r])
+                self._insert([item])
             except self.psycopg.Error as exc:
-                if self._conn.broken or self._conn.closed:
-                    raise  # the connection went: the caller keeps the whole batch
+                if self._conn.broken or self._conn.closed or passing(exc):
+                    raise  # the connection went, or may work later: keep the whole batch
                 self.failed += 1
+                self._pending_events -= 1
                 self._writer_error(exc)
-            else:
-                keep.append(r)
-        rows[:] = keep  # what ``written`` counts
 
     def _maybe_prune(self) -> None:
         """Delete this host's sessions older than its retention; at most once an hour."""
@@ -371,17 +550,30 @@ class PgHistoryStore(ThreadedSink):
             self._writer_error(exc)
 
     def _run(self) -> None:
+        if self._conn is not None:
+            # a first write (a checkpoint) at start: this thread's malloc arena and
+            # the driver's buffers are allocated now, not once clients are held
+            try:
+                self._insert([])
+            except self.psycopg.Error as exc:
+                self._went_down(exc)
         while True:
-            if self._down_since is not None and (self._pending or self._buf):
+            if self._down_since is not None and (self._pending or self._buf or self.held):
                 # away: sleep until the next try (events still come in meanwhile)
                 self._wake.wait(max(0.0, self._retry_at - time.monotonic()))
                 self._wake.clear()
             elif not self._stop and not self._pending and not self._buf:
-                # idle: sleep until an event comes, then gather a batch for ``interval``
-                self._wake.wait()
-                self._wake.clear()
-                if not self._stop:
-                    self._wake.wait(self.interval)
+                # idle: sleep until an event comes (or a checkpoint is due), then
+                # gather a batch for ``interval``, but not past the checkpoint
+                due = self._ckpt_at - time.monotonic() if self.held else None
+                if due is None or due > 0:
+                    self._wake.wait(due)
+                    self._wake.clear()
+                if self._buf and not self._stop:
+                    wait = self.interval
+                    if self.held:
+                        wait = min(wait, max(0.0, self._ckpt_at - time.monotonic()))
+                    self._wake.wait(wait)
                     self._wake.clear()
             self._drain()
             if self._stop and not self._buf and not self._pending:
@@ -399,6 +591,14 @@ class PgHistoryStore(ThreadedSink):
         if self._thread is not None and self._thread.is_alive():
             return  # still trying; the process is going away anyway
         if self._conn is not None:
+            try:
+                self._conn.execute(  # a run that closed every session leaves nothing to sweep
+                    f"DELETE FROM tarry_runs WHERE run = %s AND NOT EXISTS (SELECT 1 FROM {TABLE}"
+                    " WHERE run = %s AND reason = 'open')",
+                    (self.run_id, self.run_id),
+                )
+            except Exception:
+                pass
             try:
                 self._conn.close()
             except Exception:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .bait import shown
-from .history import SCHEMA_VERSION, default_path
+from .history import SCHEMA_VERSION, SESSIONS_VIEW, default_path
 from .pghistory import is_url, redact
 from .software import family
 from .stats import DURATION_BUCKETS
@@ -210,14 +210,16 @@ def open_db(target: str | Path) -> Db:
         )
     if version < 1 or not has_table:
         raise ReportError(f"{path}: not a tarry history database")
-    # a file not yet opened by a tarry that names hosts (schema 1): one unnamed host
-    return Db(conn, "sessions", host_column="host" if version >= 2 else "''")
+    # a file not yet opened by a tarry that names hosts (schema 1): one unnamed host;
+    # from schema 3 on, a session still open counts up to its run's last checkpoint
+    table = SESSIONS_VIEW if version >= 3 else "sessions"
+    return Db(conn, table, host_column="host" if version >= 2 else "''")
 
 
 def open_pg(url: str) -> Db:
     from .history import HistoryError
     from .pghistory import SCHEMA_VERSION as PG_VERSION
-    from .pghistory import TABLE, connect, driver
+    from .pghistory import SESSIONS_VIEW, TABLE, connect, driver
 
     where = redact(url)
     try:
@@ -247,7 +249,8 @@ def open_pg(url: str) -> Db:
     if version < 1:
         conn.close()
         raise ReportError(f"{where}: no tarry history in this database")
-    db = Db(conn, TABLE, pg=True)
+    # from schema 2 on, a session still open counts up to its run's last checkpoint
+    db = Db(conn, SESSIONS_VIEW if version >= 2 else TABLE, pg=True)
     db.errors = (psycopg.Error,)
     return db
 

@@ -55,6 +55,7 @@ from typing import Any
 from .bait import Bait, TarpitSpec
 from .engine import (
     PARK_MAX,
+    REFUSALS,
     Engine,
     Interner,
     Listener,
@@ -80,7 +81,8 @@ from .net import (
 
 STRIDE = 256  # shared counts per worker: clients held in all, then one per [[tarpit]]
 MAX_TARPITS = STRIDE - 1
-STATS = 4  # shared figures per worker: connects, seconds closed, bytes sent, table top
+STATS = 4 + len(REFUSALS)  # shared figures per worker: connects, seconds closed, bytes
+REFUSED_AT = 4  # sent, table top, then connections refused by reason (engine.REFUSALS)
 BATCH_MAX = 64  # items per frame, at most: a burst's events leave in small frames,
 # so few of them are alive at once (their memory stays resident after the burst)
 FRAME_MAX = 1 << 16  # bytes of pickled items per frame, as a rule
@@ -487,6 +489,10 @@ class WorkerEngine(Engine):
     top = _stat(3)
     del _stat
 
+    def refuse(self, reason: str) -> None:
+        super().refuse(reason)
+        self._stats[self._sbase + REFUSED_AT + REFUSALS.index(reason)] = self.refusals[reason]
+
     # -- caps across workers -----------------------------------------------------
 
     @contextlib.contextmanager
@@ -811,7 +817,7 @@ class Supervisor:
         self.n = cfg.workers
         self.shared = Shared(self.n, table_rows(raise_fd_limit()))
         self.slots = [Slot(i) for i in range(self.n)]
-        self.retired = [0.0, 0.0, 0.0]  # connects, seconds, bytes of workers gone
+        self.retired = [0.0] * STATS  # connects, seconds, bytes, -, refusals of workers gone
         self.stopping = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self._buf = bytearray(MESSAGE_MAX + 1)
@@ -979,7 +985,7 @@ class Supervisor:
         reason = "shutdown" if self.stopping else "worker-died"
         closed = self.close_rows(slot, reason)
         base = slot.index * STATS
-        for i in range(3):
+        for i in (0, 1, 2, *range(REFUSED_AT, STATS)):
             self.retired[i] += self.shared.stats[base + i]
         self.shared.clear(slot.index)
         release_table(slot.table)
@@ -1063,7 +1069,7 @@ class Supervisor:
     def totals(self) -> Event:
         """TOTALS over every worker, past and present, with the seconds of the
         clients held now (read from the tables)."""
-        connects, seconds, sent = self.retired
+        connects, seconds, sent = self.retired[:3]
         stats = self.shared.stats
         now = time.monotonic()
         for slot in self.slots:
@@ -1193,6 +1199,17 @@ class Supervisor:
                     "notes": dict(slot.notes.get(table["note"][fd], ())),
                 }
             )
+        return out
+
+    def refused_by_reason(self) -> dict[str, int]:
+        """Refusals by reason, summed over every worker, past and present."""
+        out = {}
+        for i, reason in enumerate(REFUSALS, REFUSED_AT):
+            n = self.retired[i]
+            for slot in self.slots:
+                if slot.table is not None:
+                    n += self.shared.stats[slot.index * STATS + i]
+            out[reason] = int(n)
         return out
 
     def held_by_protocol(self) -> dict[str, int]:
