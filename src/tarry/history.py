@@ -358,9 +358,9 @@ class HistoryStore(ThreadedSink):
             if e.kind == ACCEPT:
                 i = pending.pop(key, None)
                 if i is not None:  # the close of that one was dropped (buffer full)
-                    row = inserts[i]
-                    assert row is not None  # only closed slots are None, and they left pending
-                    inserts[i] = (*row[:10], "lost", *row[11:])
+                    prev = inserts[i]
+                    assert prev is not None  # only closed slots are None, and they left pending
+                    inserts[i] = (*prev[:10], "lost", *prev[11:])
                 else:
                     lost.append((run, *key))
                 pending[key] = len(inserts)
