@@ -300,6 +300,7 @@ class HistoryStore(ThreadedSink):
         self._trouble_since: float | None = None
         self._trouble_dropped = 0
         self._give_up_at: float | None = None  # set by close(): retries end by then
+        self.warm = threading.Event()  # the writer's first (rolled back) write is done
         self._nap = threading.Event()  # never set: an interruptible sleep for the backoff
         try:
             self.crashed = self.sweep()
@@ -489,6 +490,7 @@ class HistoryStore(ThreadedSink):
             self.maybe_prune()
         except sqlite3.Error as exc:
             self._writer_error(exc)
+        self.warm.set()
         while True:
             if not self._buf and not self._stop:
                 # idle: sleep until an event comes or a checkpoint is due
