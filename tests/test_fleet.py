@@ -187,12 +187,14 @@ def test_database_restart_under_load_loses_no_event(pg: PgServer, db: tuple[str,
 
 
 def visit(t: Tarry, port: int, source: str, stay: float = 0.8) -> dict[str, str]:
-    """Connect from ``source``, stay a while without a word; the CLOSE line's fields."""
+    """Connect from ``source``, say a version and nothing more for a while; the
+    CLOSE line's fields."""
     with socket.socket() as s:
         s.bind((source, 0))
         s.connect(("127.0.0.1", port))
+        s.sendall(b"SSH-2.0-Grabber_1.0\r\n")
         mine = s.getsockname()[1]
-        time.sleep(stay)  # the client's own behaviour: silent for ``stay`` seconds
+        time.sleep(stay)  # the client's own behaviour: quiet for ``stay`` seconds
     m = t.wait_for(rf"CLOSE host={re.escape(source)} port={mine} .*", 10)
     return dict(re.findall(r"(\w+)=(\S+)", m.group(0)))
 
@@ -208,7 +210,7 @@ def test_what_one_host_learns_paces_that_address_on_another(
         pa, pb = alpha.port(), beta.port()
         for t in (alpha, beta):
             wait_until(lambda t=t: any("adaptive: learned" in e for e in t.err), 20, "the seed")
-        # a silent client new to both hosts is answered with a version (kex)
+        # a client new to both hosts is answered with a version (kex)
         assert visit(beta, pb, "127.0.0.3")["mode"] == "kex"
         # 127.0.0.2 grabs alpha's banner and leaves: alpha learns it is a grabber
         grab_banner(pa, "127.0.0.2")
