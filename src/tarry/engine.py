@@ -697,7 +697,7 @@ class Engine:
         """Call the bait and carry out its step; a bait bug closes one client, never the engine."""
         try:
             step = call(*args)
-            self.state[fd] = step[0]
+            self.state[fd] = step.state
         except Exception as exc:
             self._bait_failed(fd, call, exc)
             return
@@ -708,7 +708,8 @@ class Engine:
         self._close(fd, "error")
 
     def _apply(self, fd: int, step: Step, now: float) -> None:
-        state, out, delay, obj, close, notes = step[:6]
+        state, out, delay, obj = step.state, step.out, step.delay, step.obj
+        close, notes = step.close, step.notes
         if obj is None:
             if fd in self.objs:
                 del self.objs[fd]
@@ -847,12 +848,12 @@ class Engine:
                 bait = listeners[lst[fd]].tarpit.bait  # type: ignore[union-attr,unused-ignore]
                 try:
                     step = bait.tick(state[fd], None, ((now_ms - t0[fd]) & 0xFFFFFFFF) * 0.001)
-                    state[fd] = step[0]
+                    state[fd] = step.state
                 except Exception as exc:
                     self._bait_failed(fd, bait.tick, exc)
                     continue
-                out, delay = step[1], step[2]
-                if step[3] is not None or step[4] or step[5] or not out:
+                out, delay = step.out, step.delay
+                if step.obj is not None or step.close or step.notes or not out:
                     self._apply(fd, step, now)
                     continue
                 try:
