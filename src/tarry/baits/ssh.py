@@ -7,6 +7,8 @@
 - ``kex``: a believable version string at once (ending the client's banner
   timeout), a valid server KEXINIT dripped out, then SSH_MSG_IGNORE packets
   forever; the key exchange never completes.
+- ``auth``: a real key exchange, then every login attempt refused just inside
+  the client's wait (tarry.sshauth); past ``max_auth_clients``, ``kex``.
 - ``adaptive``: one of the above per client, chosen from its identification
   string and from how long its address stayed on earlier visits.
 
@@ -26,6 +28,9 @@ identification line is recorded (or given up on). The other modes (SshBait):
 
 ``obj`` is None except while a client's identification line or its first
 binary packet arrives in pieces; both are bounded (255 and KEXINIT_LIMIT bytes).
+An ``auth`` client's obj is its ``tarry.sshauth.AuthConn`` (keys, sequence
+numbers, a bounded input buffer); its state word keeps mode ``kex``, the mode
+it falls back to.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from typing import Any, NamedTuple
 
 from ..bait import Option, Step, TarpitSpec, jittered, positive_min
 from ..events import CLOSE, Event
+from ..sshauth import KEX_TIME, MISSING, AuthConn, AuthServer, Wait, available
 from ..sshwire import (
     MSG_KEXINIT,
     OPENSSH_92_SERVER,
@@ -91,8 +97,18 @@ def _check_first_delay(v: float) -> str | None:
 
 
 def _check_mode(v: str) -> str | None:
-    ok = ("banner", "drip", "kex", "adaptive")
+    ok = ("banner", "drip", "kex", "auth", "adaptive")
+    if v == "auth" and not available():
+        return MISSING
     return None if v in ok else "must be one of " + ", ".join(f'"{m}"' for m in ok)
+
+
+def _check_share(v: float) -> str | None:
+    return None if 0 < v <= 1 else "must be more than 0 and at most 1"
+
+
+def _check_count(v: int) -> str | None:
+    return None if v >= 0 else "must be 0 (no cap) or more"
 
 
 def _check_version(v: str) -> str | None:
@@ -116,7 +132,7 @@ OPTIONS = {
     "first_delay": Option(
         -1.0, (int, float), "seconds before the first line; -1 means one delay", _check_first_delay
     ),
-    "mode": Option("banner", str, '"banner", "drip", "kex" or "adaptive"', _check_mode),
+    "mode": Option("banner", str, '"banner", "drip", "kex", "auth" or "adaptive"', _check_mode),
     "version": Option(
         DEFAULT_VERSION, str, "the version string the kex mode answers with", _check_version
     ),
@@ -131,6 +147,24 @@ OPTIONS = {
     ),
     "ident_wait": Option(
         1.0, (int, float), "adaptive: seconds to wait for the client's version", _check_seconds(30)
+    ),
+    "max_auth_clients": Option(
+        256, int, "auth: most clients past the key exchange at once (0 = no cap)", _check_count
+    ),
+    "record_credentials": Option(
+        True, bool, "auth: log the passwords tried (auth_pass, auth_creds), not only users"
+    ),
+    "auth_share": Option(
+        0.8,
+        (int, float),
+        "auth: refuse a password at this share of the client's wait",
+        _check_share,
+    ),
+    "auth_wait": Option(
+        24.0,
+        (int, float),
+        "auth: seconds before refusing a password when the client's wait is unknown",
+        _check_seconds(3600),
     ),
 }
 
@@ -321,6 +355,9 @@ class Rule(NamedTuple):
     """Our KEXINIT must be complete within this many seconds of the version."""
     limit: float | None = None
     """The client's own overall time limit by default, where it has one."""
+    auth: Wait | None = None
+    """A family that comes to log in: adaptive gives it ``auth``, and this is
+    how long it waits for each answer (None: it gets ``kex``)."""
 
 
 # Which software an identification string names; first match wins.
@@ -339,28 +376,39 @@ _FAMILY_PREFIXES = (
 )
 
 FAMILIES: dict[str, Rule] = {
-    # no timeout after the banner exchange unless ServerAliveInterval is set
-    "openssh": Rule(KEX),
+    # no timeout after the banner exchange unless ServerAliveInterval is set;
+    # none for a password answer either (ssh-keyscan is told apart in sshauth)
+    "openssh": Rule(KEX, auth=Wait()),
     # no timeouts at all; pre-banner lines are unbounded too
     "putty": Rule(KEX),
-    # 15 s handshake timer from the banner until the first packet it handles
-    "paramiko": Rule(KEX, kexinit_max=QUICK_KEXINIT),
+    # 15 s handshake timer from the banner until the first packet it handles;
+    # auth_timeout: 30 s for each auth_* call, from its service request
+    "paramiko": Rule(KEX, kexinit_max=QUICK_KEXINIT, auth=Wait(attempt=30.0)),
     # login_timeout: 120 s for everything up to authentication, whatever we do
-    "asyncssh": Rule(KEX, limit=120.0),
+    "asyncssh": Rule(KEX, limit=120.0, auth=Wait(login=120.0)),
     # 50 pre-banner lines; no timeout in key exchange
     "dropbear": Rule(KEX),
-    # ssh_connect waits 10 s in all by default
-    "libssh": Rule(KEX, limit=10.0),
-    "libssh2": Rule(KEX),
-    "jsch": Rule(KEX),
+    # ssh_connect waits 10 s in all by default; each blocking auth call waits
+    # SSH_OPTIONS_TIMEOUT (unset: forever), which hydra sets to its -w, 32 s
+    "libssh": Rule(KEX, limit=10.0, auth=Wait(attempt=32.0)),
+    # blocking calls wait forever by default; nmap's ssh-brute (libssh2 over
+    # nsock) times out each read after 5 s
+    "libssh2": Rule(KEX, auth=Wait(idle=5.0)),
+    # Session.connect(timeout) is a per-read socket timeout; none by default
+    "jsch": Rule(KEX, auth=Wait()),
     # 255 pre-banner bytes in all; ClientConfig.Timeout covers the TCP dial only
-    "go": Rule(KEX),
+    "go": Rule(KEX, auth=Wait()),
     "unknown": Rule(KEX),
     # sent nothing: a scanner that waits for the server to speak first. It is
     # not an interactive client, and a quick, complete version would end its
     # wait: it gets what the endless reference gives, lines and no version
     "silent": Rule(BANNER),
 }
+
+
+def is_keyscan(ident: bytes) -> bool:
+    """ssh-keyscan names itself "SSH-2.0-OpenSSH-keyscan": it wants the host key only."""
+    return b"-keyscan" in ident.lower()
 
 
 def family_of(ident: bytes | None) -> str:
@@ -690,10 +738,26 @@ class SshBait:
         if self.adaptive:
             self.store.enabled = True
         self._rand = random.Random(os.urandom(16))
+        self.auth_mode = mode == "auth"
+        self.auth: AuthServer | None = None
+        if (self.auth_mode or self.adaptive) and available():
+            self.auth = AuthServer(
+                str(spec.opt("version")).encode("ascii"),
+                max_live=int(spec.opt("max_auth_clients")),
+                record=bool(spec.opt("record_credentials")),
+                share=float(spec.opt("auth_share")),
+                default_wait=float(spec.opt("auth_wait")),
+                jitter=self.jitter,
+                classify=self._classify,
+            )
 
     # -- the Bait interface --
 
     def open(self, peer: str) -> Step:
+        if self.auth_mode:
+            if self.auth is not None and self.auth.room():
+                return self._start_auth(KEX << MODE_SHIFT, None, Wait(), 0.0, ())
+            return self._start(KEX << MODE_SHIFT, None, 0.0, (("auth", "full"),))
         if not self.adaptive:
             return self._start(self.fixed << MODE_SHIFT, None, 0.0, ())
         mode, code = self.store.advice(peer) or (NO_ADVICE, 0)
@@ -701,6 +765,9 @@ class SshBait:
         return Step(state, b"", self.ident_wait)
 
     def tick(self, state: int, obj: Any, age: float) -> Step:
+        if type(obj) is AuthConn:
+            assert self.auth is not None
+            return self._auth_step(self.auth.tick(state, obj, age), age)
         if state & UNDECIDED:
             return self._decide(state, obj, None, age, ())
         mode = (state & MODE_MASK) >> MODE_SHIFT
@@ -712,6 +779,9 @@ class SshBait:
         return Step(state, self.lines.at_least(_need(self.min_rate, d)), d, obj)
 
     def feed(self, state: int, obj: Any, data: bytes, age: float) -> Step:
+        if type(obj) is AuthConn:
+            assert self.auth is not None
+            return self._auth_step(self.auth.feed(state, obj, data, age), age)
         notes: list[tuple[str, str | bytes]] = []
         if not state & IDENT_DONE:
             buf = obj if obj is not None else bytearray()
@@ -729,6 +799,8 @@ class SshBait:
             notes.append(("ssh_id", ident))
             if state & UNDECIDED:
                 step = self._decide(state, None, ident, age, notes)
+                if type(step.obj) is AuthConn:  # the rest is for the auth transport
+                    return self._then(step, self.feed(step.state, step.obj, rest, age))
                 state, notes = step.state, list(step.notes or ())
                 first: Step | None = step
             else:
@@ -752,7 +824,47 @@ class SshBait:
         if mode == NO_ADVICE:
             mode = rule.mode
         state = (state & ~(UNDECIDED | MODE_MASK)) | mode << MODE_SHIFT | self._quick(family)
-        return self._start(state, obj, age, (*notes, ("family", family)))
+        notes = (*notes, ("family", family))
+        if mode == KEX and rule.auth is not None and self.auth is not None and ident:
+            if is_keyscan(ident):
+                pass  # it would take our host key and leave: kex holds it longer
+            elif self.auth.room():
+                return self._start_auth(state | IDENT_DONE, ident, rule.auth, age, notes)
+            else:
+                notes = (*notes, ("auth", "full"))
+        return self._start(state, obj, age, notes)
+
+    # -- the auth mode (tarry.sshauth) --
+
+    def _classify(self, ident: bytes) -> tuple[str, Wait]:
+        """The family of a client the fixed ``auth`` mode reads, and its wait."""
+        family = family_of(ident)
+        return family, FAMILIES[family].auth or Wait()
+
+    def _start_auth(
+        self, state: int, ident: bytes | None, wait: Wait, age: float, notes: Any
+    ) -> Step:
+        assert self.auth is not None
+        pace = self._pace(state)
+        conn, kexinit = self.auth.start(wait, pace, ident, age)
+        notes = (*notes, ("mode", "auth"), ("pace", f"{pace:g}"))
+        return Step(state, self.version + kexinit, KEX_TIME, conn, notes=notes)
+
+    def _auth_step(self, step: Step, age: float) -> Step:
+        """An auth client's step; one that will not finish our key exchange (no
+        common algorithms, a key scan) is held as ``kex`` holds clients from now on."""
+        if step.obj is not None or step.close:
+            return step
+        state = (step.state & LOW_MASK & ~MODE_MASK) | KEX << MODE_SHIFT
+        state |= IDENT_DONE | KEXIN_DONE | KEXOUT_DONE
+        notes = (*(step.notes or ()), ("mode", "kex"))
+        return Step(state, step.out, self._interval(state), None, notes=notes)
+
+    @staticmethod
+    def _then(first: Step, second: Step) -> Step:
+        """``first`` (our version and KEXINIT) followed by ``second``."""
+        notes = (*(first.notes or ()), *(second.notes or ()))
+        return second._replace(out=first.out + second.out, notes=notes or None)
 
     def _quick(self, family: str) -> int:
         """QUICK when the family must have our whole KEXINIT sooner than
