@@ -80,7 +80,7 @@ def pump(
     sock: socket.socket,
     done: Callable[[], bool],
     deadline: float = 30.0,
-    mangle: Callable[[bytes], bytes] | None = None,
+    mangle: Callable[[Sim, bytes], bytes] | None = None,
 ) -> None:
     """Move bytes between ``sock`` and ``sim`` until ``done()``; when the client
     has been quiet for a moment, fire the bait's next timer (virtual time)."""
@@ -96,7 +96,7 @@ def pump(
                 data = b""
             if not data:
                 return
-            sim.feed(mangle(data) if mangle else data)
+            sim.feed(mangle(sim, data) if mangle else data)
         elif sim.due is not None and not sim.closed:
             sim.tick()
         out = sim.take()
@@ -147,7 +147,9 @@ class Client(threading.Thread):
 
 
 def run_client(
-    b: SshBait, attempts: list[tuple[str, Any]], mangle: Callable[[bytes], bytes] | None = None
+    b: SshBait,
+    attempts: list[tuple[str, Any]],
+    mangle: Callable[[Sim, bytes], bytes] | None = None,
 ) -> tuple[Timeline, Client]:
     server_end, client_end = socket.socketpair()
     sim = Timeline(b)
@@ -220,11 +222,9 @@ def test_credentials_are_bounded_distinct_and_sanitised() -> None:
 
 
 def test_a_bad_mac_closes_the_connection() -> None:
-    seen = {"n": 0}
-
-    def flip_after_kex(data: bytes) -> bytes:
-        seen["n"] += 1
-        if seen["n"] == 4:  # version, KEXINIT, ECDH_INIT, NEWKEYS+SERVICE_REQUEST
+    def flip_after_kex(sim: Sim, data: bytes) -> bytes:
+        """One bit of the first encrypted packet's MAC (its last byte)."""
+        if isinstance(sim.obj, AuthConn) and sim.obj.rx is not None:
             return data[:-1] + bytes([data[-1] ^ 1])
         return data
 
@@ -381,3 +381,13 @@ def test_auth_mode_without_cryptography_is_one_clear_line(monkeypatch: Any) -> N
         parse_tarpit(table, "t")
     text = str(err.value)
     assert "\n" not in text and "cryptography" in text and "mode" in text
+
+
+def test_adaptive_learns_from_auth_visits_only_without_password_tries() -> None:
+    from tarry.baits.ssh import lesson
+
+    base = {"mode": "auth", "pace": "10", "start": "0", "hassh": "abc"}
+    # gone 4 s into the wait without a password: an idle timer, paced under it
+    assert lesson("closed", 4.0, base.get) == 2 | 24 << 2  # kex, 2.4 s
+    tried = {**base, "auth_tries": "1"}
+    assert lesson("closed", 4.0, tried.get) is None  # it left after its refusal

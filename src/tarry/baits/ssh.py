@@ -462,6 +462,10 @@ def lesson(reason: str, duration: float, note: Note) -> int | None:
     if reason not in ("closed", "reset"):
         return None
     name = note("mode", "")
+    if name == "auth":
+        if note("auth_tries", ""):
+            return None  # it tried passwords and left on its own terms
+        name = "kex"  # taught as kex; adaptive gives its family auth again
     if name not in ("drip", "kex"):
         return None  # banner listeners leave no notes to learn from
     mode = MODES[name]
@@ -847,7 +851,7 @@ class SshBait:
         assert self.auth is not None
         pace = self._pace(state)
         conn, kexinit = self.auth.start(wait, pace, ident, age)
-        notes = (*notes, ("mode", "auth"), ("pace", f"{pace:g}"))
+        notes = (*notes, ("mode", "auth"), ("pace", f"{pace:g}"), ("start", f"{age:g}"))
         return Step(state, self.version + kexinit, KEX_TIME, conn, notes=notes)
 
     def _auth_step(self, step: Step, age: float) -> Step:
