@@ -91,7 +91,7 @@ IGNORE_MIN = 0.5  # never send IGNOREs faster than this
 IDLE_SHARE = 0.6  # of a family's per-read idle timer, between two IGNOREs
 
 # phases
-IDENT, KEXINIT, ECDH, NEWKEYS, SERVICE, AUTH = range(6)
+IDENT, KEXINIT, ECDH, NEWKEYS, SERVICE, AUTH, GONE = range(7)
 
 
 def available() -> bool:
@@ -380,6 +380,8 @@ class AuthServer:
     def feed(self, state: int, conn: AuthConn, data: bytes, age: float) -> Step:
         notes: Notes = []
         out = bytearray()
+        if conn.phase == GONE:  # it said goodbye: nothing more is read or sent
+            return Step(state, b"", None, conn)
         conn.inb += data
         try:
             if conn.phase == IDENT:
@@ -397,6 +399,8 @@ class AuthServer:
     def tick(self, state: int, conn: AuthConn, age: float) -> Step:
         out = b""
         notes: Notes = []
+        if conn.phase == GONE:
+            return Step(state, b"", None, conn)
         if conn.phase < SERVICE:
             if age + 0.001 < conn.next_ignore:
                 return Step(state, b"", self._delay(conn, age), conn)
@@ -431,6 +435,8 @@ class AuthServer:
         return max(IGNORE_MIN, gap)
 
     def _delay(self, conn: AuthConn, age: float) -> float | None:
+        if conn.phase == GONE:
+            return None
         due = conn.next_ignore  # before SERVICE: the key exchange's deadline
         if conn.owed:
             due = min(due, conn.owed_at)
@@ -469,7 +475,10 @@ class AuthServer:
         if kind in (MSG_IGNORE, MSG_DEBUG, MSG_UNIMPLEMENTED):
             return True
         if kind == MSG_DISCONNECT:
-            raise Close("disconnect")
+            # it closes the connection itself: the engine logs "closed" then
+            conn.phase = GONE
+            conn.inb.clear()
+            return False
         if conn.phase == KEXINIT:
             self._kexinit(conn, payload, notes)
         elif conn.phase == ECDH:
