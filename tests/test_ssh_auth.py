@@ -29,7 +29,7 @@ from tarry.bait import TarpitSpec
 from tarry.baits import registry
 from tarry.baits.ssh import PatienceStore, SshBait
 from tarry.config import ConfigError, parse_tarpit
-from tarry.sshauth import KEX_TIME, PACKET_MAX, AuthConn
+from tarry.sshauth import KEX_TIME, PACKET_MAX, SERVICE, AuthConn
 from tarry.sshwire import MSG_IGNORE, OPENSSH_92_SERVER, frame, kexinit_payload, read_packet
 
 paramiko = pytest.importorskip("paramiko")
@@ -75,6 +75,12 @@ class Timeline(Sim):
         return fired
 
 
+def in_kex(sim: Sim) -> bool:
+    """Still in the key exchange: the only timer then is its deadline, which
+    must not fire merely because the client thread is slow to compute."""
+    return isinstance(sim.obj, AuthConn) and sim.obj.phase < SERVICE
+
+
 def pump(
     sim: Sim,
     sock: socket.socket,
@@ -88,7 +94,7 @@ def pump(
     sock.setblocking(False)
     while not done():
         assert time.monotonic() < end, "the dialogue did not finish in time"
-        ready, _, _ = select.select([sock], [], [], 0.05)
+        ready, _, _ = select.select([sock], [], [], 0.1)
         if ready:
             try:
                 data = sock.recv(65536)
@@ -97,12 +103,15 @@ def pump(
             if not data:
                 return
             sim.feed(mangle(sim, data) if mangle else data)
-        elif sim.due is not None and not sim.closed:
+        elif sim.due is not None and not sim.closed and not in_kex(sim):
             sim.tick()
         out = sim.take()
         if out:
             sock.setblocking(True)
-            sock.sendall(out)
+            try:
+                sock.sendall(out)
+            except ConnectionError:
+                return  # the client went away; the test reads why from it
             sock.setblocking(False)
         if sim.closed:
             sock.shutdown(socket.SHUT_RDWR)
@@ -179,8 +188,8 @@ def test_paramiko_kex_completes_then_each_password_is_refused_at_0_8_of_its_30s(
     assert len(sim.asked) == len(sim.refused) == 3
     for asked, refused in zip(sim.asked, sim.refused, strict=True):
         assert refused - asked == pytest.approx(24.0, abs=0.01)
-    # with IGNOREs in between (delay 10 s +- 20% jitter: two per 24 s wait)
-    assert sim.waiting_sends >= 3 * 2
+    # with IGNOREs in between (delay 10 s +- 20% jitter: one or two per 24 s wait)
+    assert sim.waiting_sends >= 3
     assert sim.notes["mode"] == "auth" and sim.notes["family"] == "paramiko"
     assert sim.notes["auth"] == "exchanged"
     assert sim.notes["auth_user"] == b"root" and sim.notes["auth_tries"] == "3"
@@ -204,7 +213,7 @@ def test_none_and_publickey_are_refused_at_once_and_name_password() -> None:
 
 def test_record_credentials_off_keeps_users_and_counts_only() -> None:
     sim, client = run_client(bait(record_credentials=False), [("admin", "hunter2")])
-    assert client.results == ["refused"]
+    assert client.results == ["refused"], repr(client.error)
     assert sim.notes["auth_user"] == b"admin" and sim.notes["auth_tries"] == "1"
     assert "auth_pass" not in sim.notes and "auth_creds" not in sim.notes
 
@@ -212,7 +221,7 @@ def test_record_credentials_off_keeps_users_and_counts_only() -> None:
 def test_credentials_are_bounded_distinct_and_sanitised() -> None:
     pws = ["a", "b", "a", "c\x00\x1b", "d", "e", "f", "x" * 200]
     sim, client = run_client(bait(), [("root", pw) for pw in pws])
-    assert client.results == ["refused"] * len(pws)
+    assert client.results == ["refused"] * len(pws), repr(client.error)
     creds = json.loads(sim.notes["auth_creds"])
     assert len(creds) <= 5 and len(sim.notes["auth_creds"]) <= 256
     assert creds[-1] == ["root", "x" * 64]  # each value cut to 64 bytes
@@ -326,6 +335,11 @@ def test_keyscan_that_looks_like_ssh_is_held_as_kex() -> None:
     s.tick()
     ignore = read_packet(s.take(), 35000)
     assert ignore is not None and ignore[0][0] == MSG_IGNORE
+    # an old ssh (before ext-info-c, 7.2) offers many host key types: it logs in
+    old = Sim(bait())
+    lists[1] = "ssh-rsa-cert-v01@openssh.com,ecdsa-sha2-nistp256,ssh-ed25519,ssh-rsa"
+    old.feed(b"SSH-2.0-OpenSSH_6.6.1p1\r\n" + frame(kexinit_payload(lists, bytes(16))))
+    assert isinstance(old.obj, AuthConn) and "auth" not in old.notes
 
 
 def test_a_client_without_our_algorithms_is_held_as_kex() -> None:

@@ -584,11 +584,13 @@ class AuthServer:
     @staticmethod
     def is_scan(ident: bytes, lists: Sequence[str]) -> bool:
         """An OpenSSH that only wants the host key (ssh-keyscan): every ``ssh``
-        since 7.2 offers ``ext-info-c``; keyscan does not. It would leave as
-        soon as it has our key, so it gets ``kex`` and waits for it instead."""
+        since 7.2 offers ``ext-info-c`` and a dozen host key algorithms;
+        keyscan offers neither, one key type per connection (at most three
+        names). It would leave as soon as it had our key, so it gets ``kex``
+        and waits for it instead. Old clients (no ext-info-c) offer many."""
         if b"OpenSSH" not in ident[:16]:
             return False
-        return "ext-info-c" not in lists[0].split(",")
+        return "ext-info-c" not in lists[0].split(",") and len(lists[1].split(",")) <= 3
 
     def _ecdh(self, conn: AuthConn, payload: bytes) -> bytes:
         q_c = Reader(payload, 1).string()

@@ -769,9 +769,8 @@ class SshBait:
         return Step(state, b"", self.ident_wait)
 
     def tick(self, state: int, obj: Any, age: float) -> Step:
-        if type(obj) is AuthConn:
-            assert self.auth is not None
-            return self._auth_step(self.auth.tick(state, obj, age), age)
+        if type(obj) is AuthConn:  # its own server: a reload may have replaced ours
+            return self._auth_step(obj.owner.tick(state, obj, age), age)
         if state & UNDECIDED:
             return self._decide(state, obj, None, age, ())
         mode = (state & MODE_MASK) >> MODE_SHIFT
@@ -784,8 +783,7 @@ class SshBait:
 
     def feed(self, state: int, obj: Any, data: bytes, age: float) -> Step:
         if type(obj) is AuthConn:
-            assert self.auth is not None
-            return self._auth_step(self.auth.feed(state, obj, data, age), age)
+            return self._auth_step(obj.owner.feed(state, obj, data, age), age)
         notes: list[tuple[str, str | bytes]] = []
         if not state & IDENT_DONE:
             buf = obj if obj is not None else bytearray()
