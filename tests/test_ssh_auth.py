@@ -405,3 +405,19 @@ def test_adaptive_learns_from_auth_visits_only_without_password_tries() -> None:
     assert lesson("closed", 4.0, base.get) == 2 | 24 << 2  # kex, 2.4 s
     tried = {**base, "auth_tries": "1"}
     assert lesson("closed", 4.0, tried.get) is None  # it left after its refusal
+
+
+def test_adaptive_without_cryptography_says_so_once_and_gives_kex(
+    monkeypatch: Any, capsys: Any
+) -> None:
+    import tarry.baits.ssh as ssh_bait
+
+    monkeypatch.setattr(ssh_bait, "available", lambda: False)
+    monkeypatch.setattr(ssh_bait, "_WARNED", [])
+    first = ssh_bait.make(spec(mode="adaptive"))
+    ssh_bait.make(spec(mode="adaptive"))  # a reload: no second line
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cryptography" in err and '"kex"' in err
+    s = Sim(first)
+    s.feed(hello())
+    assert s.notes["mode"] == "kex" and s.obj is None

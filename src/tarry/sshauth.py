@@ -43,8 +43,12 @@ except ImportError:  # the optional "tls" extra is not installed
     HAVE_CRYPTOGRAPHY = False
 
 MISSING = (
-    'mode "auth" needs the \'cryptography\' package (pip install "tarry[tls]"); '
-    "without it use kex or adaptive"
+    '"auth" needs the \'cryptography\' package (pip install "tarry[tls]"); '
+    'without it use "kex" or "adaptive"'
+)
+MISSING_ADAPTIVE = (
+    'clients that come to log in get "kex", not "auth": the auth mode needs the '
+    "'cryptography' package (pip install \"tarry[tls]\")"
 )
 
 MSG_DISCONNECT = 1

@@ -46,7 +46,15 @@ from typing import Any, NamedTuple
 
 from ..bait import Option, Step, TarpitSpec, jittered, positive_min
 from ..events import CLOSE, Event
-from ..sshauth import KEX_TIME, MISSING, AuthConn, AuthServer, Wait, available
+from ..sshauth import (
+    KEX_TIME,
+    MISSING,
+    MISSING_ADAPTIVE,
+    AuthConn,
+    AuthServer,
+    Wait,
+    available,
+)
 from ..sshwire import (
     MSG_KEXINIT,
     OPENSSH_92_SERVER,
@@ -968,7 +976,14 @@ class SshBait:
         return state | KEXIN_DONE, None
 
 
+_WARNED: list[bool] = []
+
+
 def make(spec: TarpitSpec) -> BannerBait | SshBait:
-    if spec.options.get("mode", "banner") == "banner":
+    mode = spec.options.get("mode", "banner")
+    if mode == "banner":
         return BannerBait(spec)
+    if mode == "adaptive" and not available() and not _WARNED:
+        _WARNED.append(True)  # once per process, not at every reload
+        _stderr("tarry: ssh adaptive: " + MISSING_ADAPTIVE)
     return SshBait(spec)
