@@ -28,6 +28,7 @@ from tarry.baits.ssh import (
     KEX,
     KEXIN_DONE,
     KEXINIT_LIMIT,
+    KEXOUT_DONE,
     QUICK,
     BannerBait,
     DripPool,
@@ -38,7 +39,6 @@ from tarry.baits.ssh import (
 )
 from tarry.config import ConfigError, parse_tarpit
 from tarry.events import Event
-from tarry.sshauth import AuthConn
 
 PRE_BANNER = re.compile(rb"^(?!SSH-)[\x20-\x7e]*\r\n\Z")
 
@@ -283,18 +283,14 @@ def test_hassh_of_a_real_openssh_client_kexinit() -> None:
         assert notes["hassh"] == expected, mode
         assert notes["hassh_algos"].startswith(",".join(lists[0])[:100])
         assert notes["ssh_id"].startswith(b"SSH-2.0-OpenSSH_")
-        # adaptive gives OpenSSH the auth mode (tests/test_ssh_auth.py), whose
-        # object carries on with the key exchange
-        auth = mode == "adaptive"
-        assert isinstance(one.obj, AuthConn) if auth else one.obj is None
-        assert auth or one.state & KEXIN_DONE
+        assert one.obj is None and one.state & KEXIN_DONE
         state, obj, got = b.open("192.0.2.3").state, None, {}
         for i in range(nl + 5 + plen):
             step = b.feed(state, obj, hello[i : i + 1], 0.1)
             state, obj = step.state, step.obj
             got.update(step.notes or ())
-            assert obj is None or isinstance(obj, AuthConn) or len(obj) <= KEXINIT_LIMIT + 4
-        assert got["hassh"] == expected and (isinstance(obj, AuthConn) if auth else obj is None)
+            assert obj is None or len(obj) <= KEXINIT_LIMIT + 4
+        assert got["hassh"] == expected and obj is None
 
 
 def test_hassh_known_value_of_a_minimal_kexinit() -> None:
@@ -395,11 +391,11 @@ def test_adaptive_waits_briefly_then_answers_the_identification() -> None:
     got = b.feed(step.state, None, b"SSH-2.0-OpenSSH_9.6\r\n", 0.01)
     assert got.out.startswith(b"SSH-2.0-OpenSSH_9.2p1")
     notes = dict(got.notes or ())
-    assert notes["family"] == "openssh" and notes["mode"] == "auth"  # it comes to log in
+    assert notes["family"] == "openssh" and notes["mode"] == "kex"
     assert notes["ssh_id"] == b"SSH-2.0-OpenSSH_9.6"
-    got = b.feed(b.open("192.0.2.4").state, None, b"SSH-2.0-PuTTY_Release_0.78\r\n", 0.01)
-    notes = dict(got.notes or ())
-    assert notes["family"] == "putty" and notes["mode"] == "kex"
+    # a library that comes to log in gets the auth mode (tests/test_ssh_auth.py)
+    got = b.feed(b.open("192.0.2.4").state, None, b"SSH-2.0-paramiko_3.4.0\r\n", 0.01)
+    assert dict(got.notes or ())["mode"] == "auth"
 
 
 def test_adaptive_gives_paramiko_its_kexinit_within_its_handshake_timer() -> None:
@@ -408,6 +404,18 @@ def test_adaptive_gives_paramiko_its_kexinit_within_its_handshake_timer() -> Non
     # paramiko comes to log in: the auth mode sends its whole KEXINIT at once
     assert dict(step.notes or ())["mode"] == "auth"
     assert len(split_server_stream(step.out)[1]) == 1
+    b = bait("adaptive", kexinit_time=60.0, max_auth_clients=1)  # past the cap: kex
+    held = b.feed(b.open("192.0.2.5").state, None, b"SSH-2.0-paramiko_3.4.0\r\n", 0.01)
+    assert held.obj is not None  # its object holds its place
+    step = b.feed(b.open("192.0.2.5").state, None, b"SSH-2.0-paramiko_3.4.0\r\n", 0.01)
+    assert dict(step.notes or ())["mode"] == "kex"
+    state, spent = step.state, 0.0
+    while not state & KEXOUT_DONE:
+        spent += step.delay
+        step = b.tick(state, None, spent)
+        state = step.state
+        assert spent < 15
+    assert spent < 12  # paramiko gives up 15 s after our version
     fixed = bait("kex", kexinit_time=60.0)  # a plain kex listener does the same
     step = fixed.feed(fixed.open("x").state, None, b"SSH-2.0-paramiko_3.4.0\r\n", 0.01)
     assert step.state & QUICK and fixed._piece_interval(step.state) < 1.0
@@ -475,13 +483,12 @@ def test_adaptive_paces_a_returning_address_under_its_patience() -> None:
     store = PatienceStore()
     b = bait("adaptive", store=store, kexinit_time=2.0)
     ip = "203.0.113.9"
-    putty = b"SSH-2.0-PuTTY_Release_0.78\r\n"  # a family that gets kex, not auth
-    first = b.feed(b.open(ip).state, None, putty, 0.0)
+    first = b.feed(b.open(ip).state, None, b"SSH-2.0-OpenSSH_9.6\r\n", 0.0)
     notes = {k: v for k, v in first.notes or () if isinstance(v, str)}
     # it left 6 s after our KEXINIT, with our IGNOREs 10 s apart
     store.emit(close_event(ip, 8.0, **notes, hassh="abc"))
     again = b.open(ip)
-    step = b.feed(again.state, None, putty, 0.0)
+    step = b.feed(again.state, None, b"SSH-2.0-OpenSSH_9.6\r\n", 0.0)
     assert dict(step.notes or ())["pace"] == "3.6"
     state, t = step.state, 0.0
     delays = []

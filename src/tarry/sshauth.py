@@ -336,8 +336,9 @@ class AuthServer:
         version: bytes,
         max_live: int = 256,
         record: bool = True,
-        share: float = 0.8,
-        default_wait: float = 24.0,
+        share: float = 1.0,
+        default_wait: float = 300.0,
+        margin: float = 2.0,
         jitter: float = 0.2,
         state_dir: Path | str | None = None,
         rand: Callable[[int], bytes] = os.urandom,
@@ -348,6 +349,7 @@ class AuthServer:
         self.record = record
         self.share = share
         self.default_wait = default_wait
+        self.margin = margin
         self.jitter = jitter
         self.key = host_key(state_dir)
         self.key_blob = host_key_blob(self.key)
@@ -412,6 +414,7 @@ class AuthServer:
             return Step(state, b"", None, None, notes=(("auth", "slow-kex"),))
         if conn.owed and age + 0.001 >= conn.owed_at:
             out += self._failures(conn)
+            notes.append(("auth_owed", ""))
         elif conn.phase >= SERVICE and age + 0.001 >= conn.next_ignore:
             out += self._packet(conn, self._ignore())
             conn.next_ignore = age + jittered(self._ignore_gap(conn), self.jitter)
@@ -420,17 +423,23 @@ class AuthServer:
     # -- timing --
 
     def fail_at(self, conn: AuthConn, age: float) -> float:
-        """When a password attempt made at ``age`` is refused: at ``share`` of
-        the family's wait for it, or ``default_wait`` when that is unknown."""
+        """When a password attempt made at ``age`` is refused: ``margin``
+        seconds before the client's wait for it runs out (never sooner than
+        half that wait), or after ``default_wait`` when the wait is unknown.
+        ``share`` scales every wait (tests run them short)."""
         w = conn.wait
         if w.login is not None:
-            at = self.share * w.login
+            login = self.share * w.login
+            at = self._inside(login)
             if at <= age:  # later attempts in the same login window: halfway to its end
-                at = age + max(0.0, (w.login - age) / 2)
+                at = age + max(0.0, (login - age) / 2)
             return at
         if w.attempt is not None:
-            return age + self.share * w.attempt
+            return age + self._inside(self.share * w.attempt)
         return age + self.default_wait
+
+    def _inside(self, wait: float) -> float:
+        return max(wait - self.margin, wait / 2)
 
     def _ignore_gap(self, conn: AuthConn) -> float:
         gap = conn.pace
@@ -660,6 +669,8 @@ class AuthServer:
         password = r.string()
         conn.tries += 1
         notes.append(("auth_tries", str(conn.tries)))
+        if not conn.owed:  # when its answer became owed: a departure before it teaches
+            notes.append(("auth_owed", f"{age:.1f}"))
         if self.record:
             pair = (sanitise(user, VALUE_MAX), sanitise(password[:VALUE_MAX], VALUE_MAX))
             if pair in conn.creds:

@@ -88,6 +88,8 @@ PACE_SHIFT = 7
 PACE_MASK = 0xFF << PACE_SHIFT
 POS_SHIFT = 15
 LOW_MASK = (1 << POS_SHIFT) - 1
+ADVISED_AUTH = 1 << POS_SHIFT  # adaptive, undecided: the address showed a deadline
+WAIT_SHIFT = POS_SHIFT + 1  # ... of this many seconds (8 bits)
 
 KEXINIT_LIMIT = 8192  # longest client packet we wait for; real KEXINITs are 0.5-2 KB
 KEX_PIECES = 16  # our KEXINIT goes out in about this many ticks
@@ -163,13 +165,19 @@ OPTIONS = {
         True, bool, "auth: log the passwords tried (auth_pass, auth_creds), not only users"
     ),
     "auth_share": Option(
-        0.8,
+        1.0,
         (int, float),
-        "auth: refuse a password at this share of the client's wait",
+        "auth: scale every client family's wait by this (1 = as documented)",
         _check_share,
     ),
+    "auth_margin": Option(
+        2.0,
+        (int, float),
+        "auth: refuse a password this many seconds before the client's wait runs out",
+        _check_seconds(60),
+    ),
     "auth_wait": Option(
-        24.0,
+        300.0,
         (int, float),
         "auth: seconds before refusing a password when the client's wait is unknown",
         _check_seconds(3600),
@@ -384,9 +392,12 @@ _FAMILY_PREFIXES = (
 )
 
 FAMILIES: dict[str, Rule] = {
-    # no timeout after the banner exchange unless ServerAliveInterval is set;
-    # none for a password answer either (ssh-keyscan is told apart in sshauth)
-    "openssh": Rule(KEX, auth=Wait()),
+    # no timeout after the banner exchange unless ServerAliveInterval is set,
+    # none for a password answer either: kex holds it forever, and one that
+    # cannot use passwords (BatchMode, keys only) would leave auth at the first
+    # refusal. A script's own deadline shows when it leaves kex: its address
+    # gets auth from then on (lesson)
+    "openssh": Rule(KEX),
     # no timeouts at all; pre-banner lines are unbounded too
     "putty": Rule(KEX),
     # 15 s handshake timer from the banner until the first packet it handles;
@@ -452,16 +463,22 @@ LESSON_MASK = (1 << VISIT_SHIFT) - 1
 
 
 def lesson(reason: str, duration: float, note: Note) -> int | None:
-    """What one finished session teaches (``mode | pace code << 2``), or None.
+    """What one finished session teaches (``mode | code << 2``), or None.
 
     From the notes the bait left on the close event (mode, pace, start of the
-    stall phase, hassh):
+    stall phase, hassh, auth_owed):
 
-    - under ``kex``, gone within GRAB_TIME without a KEXINIT: a banner grabber,
-      which took our version and left, so next time ``drip`` (never a version);
+    - under ``kex`` or ``auth``, gone within GRAB_TIME without a KEXINIT: a
+      banner grabber, which took our version and left, so next time ``drip``
+      (never a version);
     - gone within three paces of the stall phase: an idle timeout not much
       longer than our pace, so next time pace at PACE_SHARE of the time it
       waited (of one pace if it survived a gap), never under PACE_MIN;
+    - under ``kex``, gone after more paces: a deadline on its whole attempt, so
+      next time ``auth``, its logins refused just inside that deadline (code:
+      whole seconds, the time it stayed);
+    - under ``auth``, gone while a refusal was owed: its wait for an answer was
+      shorter than ours, so next time ``auth`` refused inside what it waited;
     - under ``banner``/``drip``, gone after more ticks: a line or byte count
       limit, so next time ``kex``.
 
@@ -471,9 +488,7 @@ def lesson(reason: str, duration: float, note: Note) -> int | None:
         return None
     name = note("mode", "")
     if name == "auth":
-        if note("auth_tries", ""):
-            return None  # it tried passwords and left on its own terms
-        name = "kex"  # taught as kex; adaptive gives its family auth again
+        return _auth_lesson(duration, note)
     if name not in ("drip", "kex"):
         return None  # banner listeners leave no notes to learn from
     mode = MODES[name]
@@ -495,7 +510,30 @@ def lesson(reason: str, duration: float, note: Note) -> int | None:
         code = pace_code(max(PACE_MIN, PACE_SHARE * patience))
     elif mode != KEX and pace > 0 and idle >= 3 * pace:
         mode = KEX
+    elif mode == KEX and note("hassh", "") and duration >= GRAB_TIME:
+        return AUTH_ADVICE | wait_code(duration) << 2
     return mode | code << 2
+
+
+AUTH_ADVICE = 3  # a lesson's mode: auth, its code the client's wait in seconds
+
+
+def wait_code(seconds: float) -> int:
+    """Seconds as a lesson's 8-bit wait (whole seconds, 1..255)."""
+    return max(1, min(255, round(seconds)))
+
+
+def _auth_lesson(duration: float, note: Note) -> int | None:
+    if not note("hassh", "") and duration < GRAB_TIME:
+        return DRIP  # a banner grabber
+    try:
+        owed = float(note("auth_owed", "") or "nan")
+    except ValueError:
+        return None
+    waited = duration - owed
+    if not (math.isfinite(waited) and waited >= 1.0):
+        return None  # no answer was owed: it left on its own terms
+    return AUTH_ADVICE | wait_code(waited) << 2
 
 
 def _stderr(line: str) -> None:
@@ -759,6 +797,7 @@ class SshBait:
                 record=bool(spec.opt("record_credentials")),
                 share=float(spec.opt("auth_share")),
                 default_wait=float(spec.opt("auth_wait")),
+                margin=float(spec.opt("auth_margin")),
                 jitter=self.jitter,
                 classify=self._classify,
             )
@@ -772,8 +811,13 @@ class SshBait:
             return self._start(KEX << MODE_SHIFT, None, 0.0, (("auth", "full"),))
         if not self.adaptive:
             return self._start(self.fixed << MODE_SHIFT, None, 0.0, ())
-        mode, code = self.store.advice(peer) or (NO_ADVICE, 0)
-        state = UNDECIDED | mode << MODE_SHIFT | code << PACE_SHIFT
+        advice = self.store.advice(peer)
+        mode, code = advice or (NO_ADVICE, 0)
+        if advice is not None and mode == AUTH_ADVICE:  # kex, or auth inside the wait it showed (until decided,
+            # the unused offset bits carry that wait)
+            state = UNDECIDED | KEX << MODE_SHIFT | ADVISED_AUTH | code << WAIT_SHIFT
+        else:
+            state = UNDECIDED | mode << MODE_SHIFT | code << PACE_SHIFT
         return Step(state, b"", self.ident_wait)
 
     def tick(self, state: int, obj: Any, age: float) -> Step:
@@ -833,13 +877,16 @@ class SshBait:
         mode = (state & MODE_MASK) >> MODE_SHIFT
         if mode == NO_ADVICE:
             mode = rule.mode
-        state = (state & ~(UNDECIDED | MODE_MASK)) | mode << MODE_SHIFT | self._quick(family)
+        learned = (state >> WAIT_SHIFT) & 0xFF if state & ADVISED_AUTH else 0
+        state &= LOW_MASK & ~(UNDECIDED | MODE_MASK)
+        state |= mode << MODE_SHIFT | self._quick(family)
         notes = (*notes, ("family", family))
-        if mode == KEX and rule.auth is not None and self.auth is not None and ident:
+        wait = Wait(attempt=float(learned)) if learned else rule.auth
+        if mode == KEX and wait is not None and self.auth is not None and ident:
             if is_keyscan(ident):
                 pass  # it would take our host key and leave: kex holds it longer
             elif self.auth.room():
-                return self._start_auth(state | IDENT_DONE, ident, rule.auth, age, notes)
+                return self._start_auth(state | IDENT_DONE, ident, wait, age, notes)
             else:
                 notes = (*notes, ("auth", "full"))
         return self._start(state, obj, age, notes)
