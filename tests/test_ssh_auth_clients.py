@@ -4,7 +4,9 @@ Each client completes the key exchange (it accepts our ed25519 host key, whose
 signature it checks), is refused every password just inside its family's wait
 (scaled down here by ``auth_share``), and the CLOSE line names the user and
 the passwords tried. One tarry serves every client, one listener each, under
-``adaptive``, so the family table picks the mode and the wait.
+``adaptive`` (so the family table picks the mode and the wait), but OpenSSH's
+under ``auth``: adaptive gives OpenSSH ``kex`` until its address has shown a
+deadline, which the last test shows.
 """
 
 from __future__ import annotations
@@ -39,15 +41,19 @@ LISTENER = """
 protocol = "ssh"
 listen = ["127.0.0.1:0"]
 delay = 0.5
-mode = "adaptive"
+mode = "{mode}"
 auth_share = {share}
+auth_margin = 0
 auth_wait = {wait}
 """
 
 
 @pytest.fixture(scope="module")
 def tarry() -> Iterator[Tarry]:
-    config = "".join(LISTENER.format(share=SHARE, wait=AUTH_WAIT) for _ in CLIENTS)
+    config = "".join(
+        LISTENER.format(mode="auth" if c == "openssh" else "adaptive", share=SHARE, wait=AUTH_WAIT)
+        for c in CLIENTS
+    )
     t = start_tarry(config)
     try:
         wait_until(lambda: t.count("LISTEN proto=ssh") == len(CLIENTS), 10, "listeners")
@@ -99,10 +105,11 @@ def test_paramiko_is_refused_each_password_at_its_share_of_30s(tarry: Tarry) -> 
         assert f" auth_pass={pw} " in line and " auth_tries=1 " in line
 
 
-def test_openssh_is_refused_every_prompt_late(tarry: Tarry, tmp_path: Path) -> None:
+def openssh(port: int, tmp_path: Path, prompts: int = 3) -> tuple[list[str], dict[str, str]]:
+    """``ssh`` answering each password prompt (through SSH_ASKPASS) with
+    secret1, secret2, ...; under setsid, so it has no terminal to ask on."""
     ssh = need("ssh")
     setsid = need("setsid")
-    port = port_of(tarry, "openssh")
     count = tmp_path / "n"
     askpass = tmp_path / "askpass"
     askpass.write_text(
@@ -114,8 +121,14 @@ def test_openssh_is_refused_every_prompt_late(tarry: Tarry, tmp_path: Path) -> N
     env["DISPLAY"] = env.get("DISPLAY", ":0")
     argv = [setsid, "-w", ssh, "-F", "/dev/null", "-p", str(port)]
     argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
-    argv += ["-o", "PreferredAuthentications=password", "-o", "NumberOfPasswordPrompts=3"]
-    argv += ["admin@127.0.0.1", "true"]
+    argv += ["-o", "PreferredAuthentications=password"]
+    argv += ["-o", f"NumberOfPasswordPrompts={prompts}", "admin@127.0.0.1", "true"]
+    return argv, env
+
+
+def test_openssh_is_refused_every_prompt_late(tarry: Tarry, tmp_path: Path) -> None:
+    argv, env = openssh(port_of(tarry, "openssh"), tmp_path)
+    port = port_of(tarry, "openssh")
     start = time.monotonic()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     took = time.monotonic() - start
@@ -278,5 +291,35 @@ def test_max_auth_clients_is_kept_and_released_by_the_engine() -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as third:
             third.sendall(hello())
             assert server_kex(third).startswith("curve25519-sha256,")
+    finally:
+        t.stop()
+
+
+def test_adaptive_learns_an_openssh_scripts_deadline_then_refuses_inside_it(
+    tmp_path: Path,
+) -> None:
+    """``timeout 4 ssh ...``: kex holds it to its deadline; its next connection
+    gets auth, each password refused 1 s inside those 4 s."""
+    need("timeout")
+    t = start_tarry(
+        '[[tarpit]]\nprotocol = "ssh"\nlisten = ["127.0.0.1:0"]\ndelay = 0.5\n'
+        'mode = "adaptive"\nkexinit_time = 0\nauth_margin = 1\n'
+    )
+    try:
+        port = t.port()
+        argv, env = openssh(port, tmp_path, prompts=2)
+        first = subprocess.run(["timeout", "4", *argv], env=env, capture_output=True, timeout=60)
+        assert first.returncode == 124  # killed at its deadline, held by kex
+        line = t.wait_for(r"CLOSE .*")
+        assert " mode=kex " in line.string and " family=openssh " in line.string
+        start = time.monotonic()
+        second = subprocess.run(
+            ["timeout", "30", *argv], env=env, capture_output=True, text=True, timeout=60
+        )
+        took = time.monotonic() - start
+        assert "Permission denied (publickey,password)" in second.stderr
+        assert 2 * 3.0 - 0.1 <= took <= 2 * 3.0 + SLACK  # two prompts, 3 s each
+        line = t.wait_for(r"CLOSE .* mode=auth .*")
+        assert " auth_tries=2 " in line.string and " auth_pass=secret2 " in line.string
     finally:
         t.stop()
