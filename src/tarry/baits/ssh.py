@@ -25,6 +25,8 @@ identification line is recorded (or given up on). The other modes (SshBait):
     bit  6      QUICK         our KEXINIT must be out within a client's limit
     bits 7-14   pace          seconds between ticks in tenths; 0 = ``delay``
     bits 15-31  pos           offset into the drip text, or into our KEXINIT
+                              (adaptive, undecided: bit 15 the address showed a
+                              deadline, bits 16-23 its seconds)
 
 ``obj`` is None except while a client's identification line or its first
 binary packet arrives in pieces; both are bounded (255 and KEXINIT_LIMIT bytes).
