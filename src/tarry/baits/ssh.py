@@ -815,7 +815,9 @@ class SshBait:
             return self._start(self.fixed << MODE_SHIFT, None, 0.0, ())
         advice = self.store.advice(peer)
         mode, code = advice or (NO_ADVICE, 0)
-        if advice is not None and mode == AUTH_ADVICE:  # kex, or auth inside the wait it showed (until decided,
+        if (
+            advice is not None and mode == AUTH_ADVICE
+        ):  # kex, or auth inside the wait it showed (until decided,
             # the unused offset bits carry that wait)
             state = UNDECIDED | KEX << MODE_SHIFT | ADVISED_AUTH | code << WAIT_SHIFT
         else:
