@@ -393,11 +393,22 @@ def test_adaptive_waits_briefly_then_answers_the_identification() -> None:
     notes = dict(got.notes or ())
     assert notes["family"] == "openssh" and notes["mode"] == "kex"
     assert notes["ssh_id"] == b"SSH-2.0-OpenSSH_9.6"
+    # a library that comes to log in gets the auth mode (tests/test_ssh_auth.py)
+    got = b.feed(b.open("192.0.2.4").state, None, b"SSH-2.0-paramiko_3.4.0\r\n", 0.01)
+    assert dict(got.notes or ())["mode"] == "auth"
 
 
 def test_adaptive_gives_paramiko_its_kexinit_within_its_handshake_timer() -> None:
     b = bait("adaptive", kexinit_time=60.0)
     step = b.feed(b.open("192.0.2.5").state, None, b"SSH-2.0-paramiko_3.4.0\r\n", 0.01)
+    # paramiko comes to log in: the auth mode sends its whole KEXINIT at once
+    assert dict(step.notes or ())["mode"] == "auth"
+    assert len(split_server_stream(step.out)[1]) == 1
+    b = bait("adaptive", kexinit_time=60.0, max_auth_clients=1)  # past the cap: kex
+    held = b.feed(b.open("192.0.2.5").state, None, b"SSH-2.0-paramiko_3.4.0\r\n", 0.01)
+    assert held.obj is not None  # its object holds its place
+    step = b.feed(b.open("192.0.2.5").state, None, b"SSH-2.0-paramiko_3.4.0\r\n", 0.01)
+    assert dict(step.notes or ())["mode"] == "kex"
     state, spent = step.state, 0.0
     while not state & KEXOUT_DONE:
         spent += step.delay

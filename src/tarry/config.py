@@ -45,9 +45,13 @@ delay = 10.0               # seconds between lines
 max_clients = 4096
 line_length = 32           # longest line, CRLF included (3..255)
 jitter = 0.0               # spread each delay by +/- this fraction (0 = off)
-mode = "adaptive"          # per client: "kex" for clients, endless lines for scanners
-                           # that wait in silence; or "banner" (endlessh, and the default
-                           # when mode is left out), "drip", "kex": docs/ssh-modes.md
+mode = "adaptive"          # per client: "auth" for clients that come to log in (a real
+                           # key exchange, every password refused late), "kex" for other
+                           # clients, endless lines for scanners that wait in silence; or
+                           # "banner" (endlessh, and the default when mode is left out),
+                           # "drip", "kex", "auth": docs/ssh-modes.md
+# max_auth_clients = 256   # auth: most clients past the key exchange at once (~4.5 KB each)
+# record_credentials = true  # auth: log the passwords tried, not only the user names
 
 [[tarpit]]
 protocol = "http"          # a response that never ends (docs/http.md)

@@ -7,6 +7,8 @@
 - ``kex``: a believable version string at once (ending the client's banner
   timeout), a valid server KEXINIT dripped out, then SSH_MSG_IGNORE packets
   forever; the key exchange never completes.
+- ``auth``: a real key exchange, then every login attempt refused just inside
+  the client's wait (tarry.sshauth); past ``max_auth_clients``, ``kex``.
 - ``adaptive``: one of the above per client, chosen from its identification
   string and from how long its address stayed on earlier visits.
 
@@ -23,9 +25,14 @@ identification line is recorded (or given up on). The other modes (SshBait):
     bit  6      QUICK         our KEXINIT must be out within a client's limit
     bits 7-14   pace          seconds between ticks in tenths; 0 = ``delay``
     bits 15-31  pos           offset into the drip text, or into our KEXINIT
+                              (adaptive, undecided: bit 15 the address showed a
+                              deadline, bits 16-23 its seconds)
 
 ``obj`` is None except while a client's identification line or its first
 binary packet arrives in pieces; both are bounded (255 and KEXINIT_LIMIT bytes).
+An ``auth`` client's obj is its ``tarry.sshauth.AuthConn`` (keys, sequence
+numbers, a bounded input buffer); its state word keeps mode ``kex``, the mode
+it falls back to.
 """
 
 from __future__ import annotations
@@ -41,6 +48,15 @@ from typing import Any, NamedTuple
 
 from ..bait import MAX_SECONDS, Bounds, Option, Step, TarpitSpec, jittered, positive_min
 from ..events import CLOSE, BaseSink, Event
+from ..sshauth import (
+    KEX_TIME,
+    MISSING,
+    MISSING_ADAPTIVE,
+    AuthConn,
+    AuthServer,
+    Wait,
+    available,
+)
 from ..sshwire import (
     MSG_KEXINIT,
     OPENSSH_92_SERVER,
@@ -74,6 +90,8 @@ PACE_SHIFT = 7
 PACE_MASK = 0xFF << PACE_SHIFT
 POS_SHIFT = 15
 LOW_MASK = (1 << POS_SHIFT) - 1
+ADVISED_AUTH = 1 << POS_SHIFT  # adaptive, undecided: the address showed a deadline
+WAIT_SHIFT = POS_SHIFT + 1  # ... of this many seconds (8 bits)
 
 KEXINIT_LIMIT = 8192  # longest client packet we wait for; real KEXINITs are 0.5-2 KB
 KEX_PIECES = 16  # our KEXINIT goes out in about this many ticks
@@ -91,7 +109,9 @@ def _check_first_delay(v: float) -> str | None:
 
 
 def _check_mode(v: str) -> str | None:
-    ok = ("banner", "drip", "kex", "adaptive")
+    ok = ("banner", "drip", "kex", "auth", "adaptive")
+    if v == "auth" and not available():
+        return MISSING
     return None if v in ok else "must be one of " + ", ".join(f'"{m}"' for m in ok)
 
 
@@ -116,7 +136,7 @@ OPTIONS = {
         _check_first_delay,
         Bounds(-1, MAX_SECONDS, unit=" seconds"),
     ),
-    "mode": Option("banner", str, '"banner", "drip", "kex" or "adaptive"', _check_mode),
+    "mode": Option("banner", str, '"banner", "drip", "kex", "auth" or "adaptive"', _check_mode),
     "version": Option(
         DEFAULT_VERSION, str, "the version string the kex mode answers with", _check_version
     ),
@@ -140,6 +160,33 @@ OPTIONS = {
         (int, float),
         "adaptive: seconds to wait for the client's version",
         bounds=_seconds(30),
+    ),
+    "max_auth_clients": Option(
+        256,
+        int,
+        "auth: most clients past the key exchange at once (0 = no cap)",
+        bounds=Bounds(0, 1 << 20),
+    ),
+    "record_credentials": Option(
+        True, bool, "auth: log the passwords tried (auth_pass, auth_creds), not only users"
+    ),
+    "auth_share": Option(
+        1.0,
+        (int, float),
+        "auth: scale every client family's wait by this (1 = as documented)",
+        bounds=Bounds(0, 1, above=True),
+    ),
+    "auth_margin": Option(
+        2.0,
+        (int, float),
+        "auth: refuse a password this many seconds before the client's wait runs out",
+        bounds=_seconds(60),
+    ),
+    "auth_wait": Option(
+        300.0,
+        (int, float),
+        "auth: seconds before refusing a password when the client's wait is unknown",
+        bounds=_seconds(3600),
     ),
 }
 
@@ -330,6 +377,9 @@ class Rule(NamedTuple):
     """Our KEXINIT must be complete within this many seconds of the version."""
     limit: float | None = None
     """The client's own overall time limit by default, where it has one."""
+    auth: Wait | None = None
+    """A family that comes to log in: adaptive gives it ``auth``, and this is
+    how long it waits for each answer (None: it gets ``kex``)."""
 
 
 # Which software an identification string names; first match wins.
@@ -348,28 +398,42 @@ _FAMILY_PREFIXES = (
 )
 
 FAMILIES: dict[str, Rule] = {
-    # no timeout after the banner exchange unless ServerAliveInterval is set
+    # no timeout after the banner exchange unless ServerAliveInterval is set,
+    # none for a password answer either: kex holds it forever, and one that
+    # cannot use passwords (BatchMode, keys only) would leave auth at the first
+    # refusal. A script's own deadline shows when it leaves kex: its address
+    # gets auth from then on (lesson)
     "openssh": Rule(KEX),
     # no timeouts at all; pre-banner lines are unbounded too
     "putty": Rule(KEX),
-    # 15 s handshake timer from the banner until the first packet it handles
-    "paramiko": Rule(KEX, kexinit_max=QUICK_KEXINIT),
+    # 15 s handshake timer from the banner until the first packet it handles;
+    # auth_timeout: 30 s for each auth_* call, from its service request
+    "paramiko": Rule(KEX, kexinit_max=QUICK_KEXINIT, auth=Wait(attempt=30.0)),
     # login_timeout: 120 s for everything up to authentication, whatever we do
-    "asyncssh": Rule(KEX, limit=120.0),
+    "asyncssh": Rule(KEX, limit=120.0, auth=Wait(login=120.0)),
     # 50 pre-banner lines; no timeout in key exchange
     "dropbear": Rule(KEX),
-    # ssh_connect waits 10 s in all by default
-    "libssh": Rule(KEX, limit=10.0),
-    "libssh2": Rule(KEX),
-    "jsch": Rule(KEX),
+    # ssh_connect waits 10 s in all by default; each blocking auth call waits
+    # SSH_OPTIONS_TIMEOUT (unset: forever), which hydra sets to its -w, 32 s
+    "libssh": Rule(KEX, limit=10.0, auth=Wait(attempt=32.0)),
+    # blocking calls wait forever by default; nmap's ssh-brute (libssh2 over
+    # nsock) times out each read after 5 s
+    "libssh2": Rule(KEX, auth=Wait(idle=5.0)),
+    # Session.connect(timeout) is a per-read socket timeout; none by default
+    "jsch": Rule(KEX, auth=Wait()),
     # 255 pre-banner bytes in all; ClientConfig.Timeout covers the TCP dial only
-    "go": Rule(KEX),
+    "go": Rule(KEX, auth=Wait()),
     "unknown": Rule(KEX),
     # sent nothing: a scanner that waits for the server to speak first. It is
     # not an interactive client, and a quick, complete version would end its
     # wait: it gets what the endless reference gives, lines and no version
     "silent": Rule(BANNER),
 }
+
+
+def is_keyscan(ident: bytes) -> bool:
+    """ssh-keyscan names itself "SSH-2.0-OpenSSH-keyscan": it wants the host key only."""
+    return b"-keyscan" in ident.lower()
 
 
 def family_of(ident: bytes | None) -> str:
@@ -405,16 +469,22 @@ LESSON_MASK = (1 << VISIT_SHIFT) - 1
 
 
 def lesson(reason: str, duration: float, note: Note) -> int | None:
-    """What one finished session teaches (``mode | pace code << 2``), or None.
+    """What one finished session teaches (``mode | code << 2``), or None.
 
     From the notes the bait left on the close event (mode, pace, start of the
-    stall phase, hassh):
+    stall phase, hassh, auth_owed):
 
-    - under ``kex``, gone within GRAB_TIME without a KEXINIT: a banner grabber,
-      which took our version and left, so next time ``drip`` (never a version);
+    - under ``kex`` or ``auth``, gone within GRAB_TIME without a KEXINIT: a
+      banner grabber, which took our version and left, so next time ``drip``
+      (never a version);
     - gone within three paces of the stall phase: an idle timeout not much
       longer than our pace, so next time pace at PACE_SHARE of the time it
       waited (of one pace if it survived a gap), never under PACE_MIN;
+    - under ``kex``, gone after more paces: a deadline on its whole attempt, so
+      next time ``auth``, its logins refused just inside that deadline (code:
+      whole seconds, the time it stayed);
+    - under ``auth``, gone while a refusal was owed: its wait for an answer was
+      shorter than ours, so next time ``auth`` refused inside what it waited;
     - under ``banner``/``drip``, gone after more ticks: a line or byte count
       limit, so next time ``kex``.
 
@@ -423,6 +493,8 @@ def lesson(reason: str, duration: float, note: Note) -> int | None:
     if reason not in ("closed", "reset"):
         return None
     name = note("mode", "")
+    if name == "auth":
+        return _auth_lesson(duration, note)
     if name not in ("drip", "kex"):
         return None  # banner listeners leave no notes to learn from
     mode = MODES[name]
@@ -444,7 +516,30 @@ def lesson(reason: str, duration: float, note: Note) -> int | None:
         code = pace_code(max(PACE_MIN, PACE_SHARE * patience))
     elif mode != KEX and pace > 0 and idle >= 3 * pace:
         mode = KEX
+    elif mode == KEX and note("hassh", "") and duration >= GRAB_TIME:
+        return AUTH_ADVICE | wait_code(duration) << 2
     return mode | code << 2
+
+
+AUTH_ADVICE = 3  # a lesson's mode: auth, its code the client's wait in seconds
+
+
+def wait_code(seconds: float) -> int:
+    """Seconds as a lesson's 8-bit wait (whole seconds, 1..255)."""
+    return max(1, min(255, round(seconds)))
+
+
+def _auth_lesson(duration: float, note: Note) -> int | None:
+    if not note("hassh", "") and duration < GRAB_TIME:
+        return DRIP  # a banner grabber
+    try:
+        owed = float(note("auth_owed", "") or "nan")
+    except ValueError:
+        return None
+    waited = duration - owed
+    if not (math.isfinite(waited) and waited >= 1.0):
+        return None  # no answer was owed: it left on its own terms
+    return AUTH_ADVICE | wait_code(waited) << 2
 
 
 def _stderr(line: str) -> None:
@@ -701,17 +796,43 @@ class SshBait:
         if self.adaptive:
             self.store.enabled = True
         self._rand = random.Random(os.urandom(16))
+        self.auth_mode = mode == "auth"
+        self.auth: AuthServer | None = None
+        if (self.auth_mode or self.adaptive) and available():
+            self.auth = AuthServer(
+                str(spec.opt("version")).encode("ascii"),
+                max_live=int(spec.opt("max_auth_clients")),
+                record=bool(spec.opt("record_credentials")),
+                share=float(spec.opt("auth_share")),
+                default_wait=float(spec.opt("auth_wait")),
+                margin=float(spec.opt("auth_margin")),
+                jitter=self.jitter,
+                classify=self._classify,
+            )
 
     # -- the Bait interface --
 
     def open(self, peer: str) -> Step:
+        if self.auth_mode:
+            if self.auth is not None and self.auth.room():
+                return self._start_auth(KEX << MODE_SHIFT, None, Wait(), 0.0, ())
+            return self._start(KEX << MODE_SHIFT, None, 0.0, (("auth", "full"),))
         if not self.adaptive:
             return self._start(self.fixed << MODE_SHIFT, None, 0.0, ())
-        mode, code = self.store.advice(peer) or (NO_ADVICE, 0)
-        state = UNDECIDED | mode << MODE_SHIFT | code << PACE_SHIFT
+        advice = self.store.advice(peer)
+        mode, code = advice or (NO_ADVICE, 0)
+        if (
+            advice is not None and mode == AUTH_ADVICE
+        ):  # kex, or auth inside the wait it showed (until decided,
+            # the unused offset bits carry that wait)
+            state = UNDECIDED | KEX << MODE_SHIFT | ADVISED_AUTH | code << WAIT_SHIFT
+        else:
+            state = UNDECIDED | mode << MODE_SHIFT | code << PACE_SHIFT
         return Step(state, b"", self.ident_wait)
 
     def tick(self, state: int, obj: Any, age: float) -> Step:
+        if type(obj) is AuthConn:  # its own server: a reload may have replaced ours
+            return self._auth_step(obj.owner.tick(state, obj, age), age)
         if state & UNDECIDED:
             return self._decide(state, obj, None, age, ())
         mode = (state & MODE_MASK) >> MODE_SHIFT
@@ -723,6 +844,8 @@ class SshBait:
         return Step(state, self.lines.at_least(_need(self.min_rate, d)), d, obj)
 
     def feed(self, state: int, obj: Any, data: bytes, age: float) -> Step:
+        if type(obj) is AuthConn:
+            return self._auth_step(obj.owner.feed(state, obj, data, age), age)
         notes: list[tuple[str, str | bytes]] = []
         if not state & IDENT_DONE:
             buf = obj if obj is not None else bytearray()
@@ -740,6 +863,8 @@ class SshBait:
             notes.append(("ssh_id", ident))
             if state & UNDECIDED:
                 step = self._decide(state, None, ident, age, notes)
+                if type(step.obj) is AuthConn:  # the rest is for the auth transport
+                    return self._then(step, self.feed(step.state, step.obj, rest, age))
                 state, notes = step.state, list(step.notes or ())
                 first: Step | None = step
             else:
@@ -762,8 +887,51 @@ class SshBait:
         mode = (state & MODE_MASK) >> MODE_SHIFT
         if mode == NO_ADVICE:
             mode = rule.mode
-        state = (state & ~(UNDECIDED | MODE_MASK)) | mode << MODE_SHIFT | self._quick(family)
-        return self._start(state, obj, age, (*notes, ("family", family)))
+        learned = (state >> WAIT_SHIFT) & 0xFF if state & ADVISED_AUTH else 0
+        state &= LOW_MASK & ~(UNDECIDED | MODE_MASK)
+        state |= mode << MODE_SHIFT | self._quick(family)
+        notes = (*notes, ("family", family))
+        wait = Wait(attempt=float(learned)) if learned else rule.auth
+        if mode == KEX and wait is not None and self.auth is not None and ident:
+            if is_keyscan(ident):
+                pass  # it would take our host key and leave: kex holds it longer
+            elif self.auth.room():
+                return self._start_auth(state | IDENT_DONE, ident, wait, age, notes)
+            else:
+                notes = (*notes, ("auth", "full"))
+        return self._start(state, obj, age, notes)
+
+    # -- the auth mode (tarry.sshauth) --
+
+    def _classify(self, ident: bytes) -> tuple[str, Wait]:
+        """The family of a client the fixed ``auth`` mode reads, and its wait."""
+        family = family_of(ident)
+        return family, FAMILIES[family].auth or Wait()
+
+    def _start_auth(
+        self, state: int, ident: bytes | None, wait: Wait, age: float, notes: Any
+    ) -> Step:
+        assert self.auth is not None
+        pace = self._pace(state)
+        conn, kexinit = self.auth.start(wait, pace, ident, age)
+        notes = (*notes, ("mode", "auth"), ("pace", f"{pace:g}"), ("start", f"{age:g}"))
+        return Step(state, self.version + kexinit, KEX_TIME, conn, notes=notes)
+
+    def _auth_step(self, step: Step, age: float) -> Step:
+        """An auth client's step; one that will not finish our key exchange (no
+        common algorithms, a key scan) is held as ``kex`` holds clients from now on."""
+        if step.obj is not None or step.close:
+            return step
+        state = (step.state & LOW_MASK & ~MODE_MASK) | KEX << MODE_SHIFT
+        state |= IDENT_DONE | KEXIN_DONE | KEXOUT_DONE
+        notes = (*(step.notes or ()), ("mode", "kex"))
+        return Step(state, step.out, self._interval(state), None, notes=notes)
+
+    @staticmethod
+    def _then(first: Step, second: Step) -> Step:
+        """``first`` (our version and KEXINIT) followed by ``second``."""
+        notes = (*(first.notes or ()), *(second.notes or ()))
+        return second._replace(out=first.out + second.out, notes=notes or None)
 
     def _quick(self, family: str) -> int:
         """QUICK when the family must have our whole KEXINIT sooner than
@@ -865,7 +1033,14 @@ class SshBait:
         return state | KEXIN_DONE, None
 
 
+_WARNED: list[bool] = []
+
+
 def make(spec: TarpitSpec) -> BannerBait | SshBait:
-    if spec.options.get("mode", "banner") == "banner":
+    mode = spec.options.get("mode", "banner")
+    if mode == "banner":
         return BannerBait(spec)
+    if mode == "adaptive" and not available() and not _WARNED:
+        _WARNED.append(True)  # once per process, not at every reload
+        _stderr("tarry: ssh adaptive: " + MISSING_ADAPTIVE)
     return SshBait(spec)
