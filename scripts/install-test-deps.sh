@@ -25,3 +25,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 "${PYTHON:-python3}" -m pip install -q --disable-pip-version-check -e ".[test]"
+# The real attack tools of the gauntlet (bench/gauntlet.py, tests/test_gauntlet.py).
+PYTHON="${PYTHON:-python3}" bash scripts/install-gauntlet-tools.sh
