@@ -401,7 +401,9 @@ def test_a_reply_code_is_never_split_across_segments(delay, lines_):
         for s in starts:
             assert not cuts & {s + 1, s + 2, s + 3}, (stream[s : s + 8], delay)
     if delay <= 2.0:  # and the rest still drips: many segments per line
-        assert len(greeting) > 4 * greeting_count(greeting)
+        assert len(ehlo) > 4 * greeting_count(ehlo)
+    if lines_:  # a greeting of many lines goes a whole line a segment, as the reference's
+        assert all(seg.endswith(b"\r\n") and seg.count(b"\n") == 1 for seg in greeting)
 
 
 def greeting_count(segs: list[bytes]) -> int:

@@ -69,7 +69,9 @@ listen = ["*:2525"]
 delay = 2.0                # seconds per stuttered byte
 max_clients = 4096
 hostname = "mail.example.com"
-greeting_lines = 0         # "220-" lines before the greeting; -1 = endless
+greeting_lines = -1        # endless "220-" lines, a whole line a delay (the endlessh idea);
+                           # a client whose address taught its reply deadline gets the
+                           # greeting and every reply just inside it (docs/smtp.md)
 starttls = true            # offer STARTTLS (a self-signed certificate is made on first start)
 # For implicit TLS add a table with listen = ["*:465"] and tls = true.
 """

@@ -312,7 +312,13 @@ class SmtpBait:
             sess.greet = max(0, self.greeting_lines)
         else:
             first = self.r_more[0] if self.greeting_lines != 0 else self.r_greet
-            sess = Session(first, _drip_step(first, BUDGET, self.delay_max))
+            # one greeting line drips; a greeting of many goes a whole line a
+            # tick, as the endless reference's does (a client may judge a line
+            # by its first segment, medusa the whole line within 0.3 s)
+            step = (
+                _drip_step(first, BUDGET, self.delay_max) if first is self.r_greet else len(first)
+            )
+            sess = Session(first, step)
         return self._noted(Step(state, b"", self._delay(), sess), sess, 0.0)
 
     def feed(self, state: int, obj: Any, data: bytes, age: float) -> Step:
@@ -432,15 +438,19 @@ class SmtpBait:
         if sess.budget < BUDGET:
             return False  # a learned deadline: the greeting was its final line only
         n = self.greeting_lines
+        since = sess.since
         sess.greet += 1
         if n < 0 or sess.greet < n:
             sess.greet %= len(self.r_more) << 10  # endless: keep the counter a small int
             self._start(sess, self.r_more[sess.greet % len(self.r_more)])
-            return True
-        if sess.greet == n:
+        elif sess.greet == n:
             self._start(sess, self.r_greet)
-            return True
-        return False
+        else:
+            return False
+        assert sess.reply is not None
+        sess.step = len(sess.reply)  # a greeting of many lines goes a whole line a tick
+        sess.since = since  # one reply to the client: its wait began with the first line
+        return True
 
     def _buffer(self, state: int, sess: Session, data: bytes) -> int:
         """Keep input for later, bounded; the tail of an overlong line is dropped here."""
