@@ -66,7 +66,7 @@ request_timeout = 10.0     # seconds to wait for the request; then the drip star
 [[tarpit]]
 protocol = "smtp"          # a mail server that stutters every reply (docs/smtp.md)
 listen = ["*:2525"]
-delay = 2.0                # seconds per stuttered byte
+delay = 5.0                # seconds per greeting line, or per stuttered byte of a reply
 max_clients = 4096
 hostname = "mail.example.com"
 greeting_lines = -1        # endless "220-" lines, a whole line a delay (the endlessh idea);

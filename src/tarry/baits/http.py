@@ -175,8 +175,8 @@ CLIENTS: tuple[Client, ...] = (
     Client("feroxbuster", 64 * 1024, 100, 0, deadline=7.0),
     # Nikto: -timeout, 10 s by default, per request.
     Client("nikto", 64 * 1024, 100, 0, deadline=10.0),
-    # sqlmap: --timeout, 30 s by default, per request (then up to 3 retries).
-    Client("sqlmap", 64 * 1024, 100, 0, deadline=30.0),
+    # (sqlmap is not here: it scans one target and quits on its 404, so the
+    # endless answer, which it waits out 30 s a read with 3 retries, holds it longer.)
     # THC Hydra's http modules: -w, 32 s by default, per response.
     Client("hydra", 64 * 1024, 100, 0, deadline=32.0),
     # wfuzz: --req-delay, 90 s by default (pycurl's TIMEOUT per request).
@@ -195,7 +195,6 @@ _UA_RULES: tuple[tuple[bytes, int], ...] = (
     (b"fuzz faster u fool", _TOOL["ffuf"]),
     (b"feroxbuster/", _TOOL["feroxbuster"]),
     (b"nikto/", _TOOL["nikto"]),
-    (b"sqlmap/", _TOOL["sqlmap"]),
     (b"(hydra)", _TOOL["hydra"]),
     (b"wfuzz/", _TOOL["wfuzz"]),
     (b"nuclei", _TOOL["nuclei"]),

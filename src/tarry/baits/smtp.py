@@ -98,7 +98,9 @@ check = check_tls
 
 
 _CONTINUATIONS = (
-    "220-{host} ESMTP Postfix",
+    # the software's name waits for the final line: a version scanner matches
+    # "220-<host> ESMTP Postfix" on the first line and leaves (nmap -sV)
+    "220-{host} mail service",
     "220-Unsolicited bulk email is not accepted on this system.",
     "220-All connections are logged; abuse is reported.",
     "220-This server is busy; please wait for the final greeting.",

@@ -423,7 +423,9 @@ FAMILIES: dict[str, Rule] = {
     "jsch": Rule(KEX, auth=Wait()),
     # 255 pre-banner bytes in all; ClientConfig.Timeout covers the TCP dial only
     "go": Rule(KEX, auth=Wait()),
-    "unknown": Rule(KEX),
+    # a client that names no known software (a scanner's probe, nmap's
+    # scripts): where tarry cannot tell what it is, it gets the reference's lines
+    "unknown": Rule(BANNER),
     # sent nothing: a scanner that waits for the server to speak first. It is
     # not an interactive client, and a quick, complete version would end its
     # wait: it gets what the endless reference gives, lines and no version
