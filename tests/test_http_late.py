@@ -89,6 +89,9 @@ def test_a_deadline_learned_from_an_address_applies_to_its_software_there_only()
     store.emit(close("192.0.2.7", OWN_UA.decode(), 12.0))  # left a streamed answer at 12 s
     store.emit(close("192.0.2.8", "x", 12.0, answer="late"))  # answered late: no lesson
     store.emit(close("192.0.2.9", "x", 0.2))  # too soon to be a deadline
+    upload = close("192.0.2.10", "x", 30.0)
+    upload.received = 100 << 20  # it was sending a body all along, not waiting for us
+    store.emit(upload)
     assert len(store) == 1
 
     sim = Sim(bait, peer="192.0.2.7")

@@ -1083,6 +1083,8 @@ def lesson(event: Event) -> tuple[str, float] | None:
         return None
     if not event.note("method"):
         return None  # it never sent a request: a port scan, not a deadline
+    if event.received > HEAD_MAX:
+        return None  # it was still sending (an upload), not waiting for our answer
     return event.note("user_agent"), event.duration
 
 
