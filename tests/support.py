@@ -55,15 +55,17 @@ def ssh_argv(port: int, *options: str, host: str = "127.0.0.1") -> list[str]:
 
 
 def grab_banner(port: int, source: str) -> None:
-    """A banner grabber from ``source``: say its own version (as ssh-keyscan and
-    nmap's ssh scripts do), read the server's, then leave."""
+    """A banner grabber from ``source``: say its version (ssh-keyscan sends
+    OpenSSH's), read the server's, then leave."""
     with socket.socket() as s:
         s.bind((source, 0))
         s.settimeout(10)
         s.connect(("127.0.0.1", port))
-        s.sendall(b"SSH-2.0-Grabber_1.0\r\n")
+        s.sendall(b"SSH-2.0-OpenSSH_9.2p1\r\n")
         got = b""
+        deadline = time.monotonic() + 10
         while b"SSH-2.0-" not in got:
+            assert time.monotonic() < deadline, f"no version string in 10 s: {got[-200:]!r}"
             chunk = s.recv(4096)
             assert chunk, "closed before a version string"
             got += chunk

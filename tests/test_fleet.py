@@ -192,7 +192,7 @@ def visit(t: Tarry, port: int, source: str, stay: float = 0.8) -> dict[str, str]
     with socket.socket() as s:
         s.bind((source, 0))
         s.connect(("127.0.0.1", port))
-        s.sendall(b"SSH-2.0-Grabber_1.0\r\n")
+        s.sendall(b"SSH-2.0-OpenSSH_9.2p1\r\n")
         mine = s.getsockname()[1]
         time.sleep(stay)  # the client's own behaviour: quiet for ``stay`` seconds
     m = t.wait_for(rf"CLOSE host={re.escape(source)} port={mine} .*", 10)

@@ -87,7 +87,7 @@ def mode_of_visit(t: Tarry, port: int, source: str) -> str:
     with socket.socket() as s:
         s.bind((source, 0))
         s.connect(("127.0.0.1", port))
-        s.sendall(b"SSH-2.0-Grabber_1.0\r\n")
+        s.sendall(b"SSH-2.0-OpenSSH_9.2p1\r\n")
         mine = s.getsockname()[1]
         time.sleep(0.8)  # the client's behaviour: says its version, waits a while, gone
     m = t.wait_for(rf"CLOSE host={re.escape(source)} port={mine} .*mode=(\w+)", 10)

@@ -279,14 +279,14 @@ def test_adaptive_gives_a_banner_grabber_no_version_on_its_next_visit() -> None:
     try:
         port = tarry.port("ssh")
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"SSH-2.0-Grabber_1.0\r\n")
+            s.sendall(b"SSH-2.0-OpenSSH_9.2p1\r\n")
             got = b""
             while b"\n" not in got:
                 got += s.recv(1024)
             assert got.startswith(b"SSH-2.0-OpenSSH_")
         tarry.wait_for(r"CLOSE .* mode=kex ", timeout=5)
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"SSH-2.0-Grabber_1.0\r\n")
+            s.sendall(b"SSH-2.0-OpenSSH_9.2p1\r\n")
             got = b""
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline and len(got) < 8:
