@@ -26,14 +26,9 @@ from pathlib import Path
 
 import asyncssh
 
+from sshmem import rss  # bench/ is the script's own directory
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 def cpu_ticks(pid: int) -> int:

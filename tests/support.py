@@ -198,6 +198,32 @@ class Tarry:
         raise AssertionError("no VmRSS")
 
 
+def hold_then_kill_9(t: Tarry, n: int, stay: float) -> tuple[dict[int, float], dict[int, float]]:
+    """Hold ``n`` clients on ``t``'s tarpit for ``stay`` s, then ``kill -9`` it.
+    By client port: the least each was held (from just after its connect to
+    the signal) and the most (from just before its connect until tarry died)."""
+    clients: dict[int, tuple[socket.socket, float, float]] = {}  # before, after connect
+    try:
+        port = t.port()
+        for _ in range(n):
+            before = time.time()
+            s = socket.create_connection(("127.0.0.1", port), 5)
+            clients[s.getsockname()[1]] = (s, before, time.time())
+        t.wait_for(rf"ACCEPT .* n={n}/")
+        time.sleep(stay)  # held
+        killed = time.time()
+        t.proc.send_signal(signal.SIGKILL)
+        t.proc.wait(10)
+        dead = time.time()
+    finally:
+        t.stop()
+        for s, *_ in clients.values():
+            s.close()
+    held = {p: killed - after for p, (_, _, after) in clients.items()}
+    most = {p: dead - before for p, (_, before, _) in clients.items()}
+    return held, most
+
+
 def _limit_fds(n: int) -> None:
     import resource
 

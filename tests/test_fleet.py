@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from pg_support import PgServer, need_pg
-from support import Tarry, grab_banner, start_tarry, wait_until
+from support import Tarry, grab_banner, hold_then_kill_9, start_tarry, wait_until
 
 CLOSE_PORT = re.compile(r"CLOSE host=\S+ port=(\d+) ")
 
@@ -370,33 +370,13 @@ def test_kill_9_loses_at_most_one_flush_interval_of_held_sessions(
     -9``: the report counts each with its time, less at most one flush
     interval; a restart closes the dead run's rows with reason ``crash``."""
     import random
-    import signal
 
     name, url = db
     interval, n, slack = 0.2, 20, 0.5  # config() sets flush_interval = 0.2
     cfg = config(url, "alpha")
     t = start_tarry(cfg)
-    clients: dict[int, tuple[socket.socket, float, float]] = {}  # before, after connect
-    try:
-        port = t.port()
-        for _ in range(n):
-            before = time.time()
-            s = socket.create_connection(("127.0.0.1", port), 5)
-            clients[s.getsockname()[1]] = (s, before, time.time())
-        t.wait_for(rf"ACCEPT .* n={n}/")
-        time.sleep(3.0 + random.uniform(0.0, interval))  # killed at any point of the cycle
-        killed = time.time()
-        t.proc.send_signal(signal.SIGKILL)
-        t.proc.wait(10)
-        dead = time.time()
-    finally:
-        t.stop()
-        for s, *_ in clients.values():
-            s.close()
-    # how long each was held: at least from just after its connect until the
-    # signal, at most from just before its connect until tarry was dead
-    held = {p: killed - after for p, (_, _, after) in clients.items()}
-    most = {p: dead - before for p, (_, before, _) in clients.items()}
+    # killed at any point of the flush cycle
+    held, most = hold_then_kill_9(t, n, 3.0 + random.uniform(0.0, interval))
     summary = report(url)["summary"]
     assert summary["sessions"] == n
     wasted = summary["time_wasted_seconds"]

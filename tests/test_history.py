@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support import start_tarry, wait_until
+from support import hold_then_kill_9, start_tarry, wait_until
 from tarry.events import ACCEPT, CLOSE, Event
 from tarry.history import SCHEMA_VERSION, HistoryError, HistoryStore, connect
 
@@ -308,27 +308,8 @@ def test_kill_9_loses_at_most_one_flush_interval_of_held_sessions(tmp_path):
     path = tmp_path / "h.sqlite3"
     config = HELD.format(path=path, interval=interval)
     t = start_tarry(config)
-    clients: dict[int, tuple[socket.socket, float, float]] = {}  # before, after connect
-    try:
-        port = t.port()
-        for _ in range(n):
-            before = time.time()
-            s = socket.create_connection(("127.0.0.1", port), 5)
-            clients[s.getsockname()[1]] = (s, before, time.time())
-        t.wait_for(rf"ACCEPT .* n={n}/")
-        time.sleep(4.0 + random.uniform(0.0, interval))  # held; killed at any point of the cycle
-        killed = time.time()
-        t.proc.send_signal(signal.SIGKILL)
-        t.proc.wait(10)
-        dead = time.time()
-    finally:
-        t.stop()
-        for s, *_ in clients.values():
-            s.close()
-    # how long each was held: at least from just after its connect until the
-    # signal, at most from just before its connect until tarry was dead
-    held = {p: killed - after for p, (_, _, after) in clients.items()}
-    most = {p: dead - before for p, (_, before, _) in clients.items()}
+    # killed at any point of the flush cycle
+    held, most = hold_then_kill_9(t, n, 4.0 + random.uniform(0.0, interval))
     slack = 0.5  # the time one write takes on a loaded machine, and the client's clock
 
     def report() -> dict:

@@ -493,18 +493,8 @@ class HistoryStore(ThreadedSink):
         self.warm.set()
         while True:
             if not self._buf and not self._stop:
-                # idle: sleep until an event comes or a checkpoint is due
-                due = self._ckpt_at - time.monotonic() if self.held else None
-                if due is None or due > 0:
-                    self._wake.wait(due)
-                    self._wake.clear()
-                if self._buf and not self._stop:
-                    # gather a batch (one transaction), but not past the checkpoint
-                    wait = self.interval
-                    if self.held:
-                        wait = min(wait, max(0.0, self._ckpt_at - time.monotonic()))
-                    self._wake.wait(wait)
-                    self._wake.clear()
+                # idle until an event or the checkpoint; a batch is one transaction
+                self._idle(self._ckpt_at if self.held else None)
             self._drain()
             if self.held and time.monotonic() >= self._ckpt_at:
                 try:

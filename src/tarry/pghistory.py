@@ -563,18 +563,7 @@ class PgHistoryStore(ThreadedSink):
                 self._wake.wait(max(0.0, self._retry_at - time.monotonic()))
                 self._wake.clear()
             elif not self._stop and not self._pending and not self._buf:
-                # idle: sleep until an event comes (or a checkpoint is due), then
-                # gather a batch for ``interval``, but not past the checkpoint
-                due = self._ckpt_at - time.monotonic() if self.held else None
-                if due is None or due > 0:
-                    self._wake.wait(due)
-                    self._wake.clear()
-                if self._buf and not self._stop:
-                    wait = self.interval
-                    if self.held:
-                        wait = min(wait, max(0.0, self._ckpt_at - time.monotonic()))
-                    self._wake.wait(wait)
-                    self._wake.clear()
+                self._idle(self._ckpt_at if self.held else None)
             self._drain()
             if self._stop and not self._buf and not self._pending:
                 return

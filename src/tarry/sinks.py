@@ -190,6 +190,21 @@ class ThreadedSink(BaseSink):
             if self.stuck and len(buf) < self.batch:
                 self._recovered()
 
+    def _idle(self, due: float | None) -> None:
+        """Sleep until an event comes or ``due`` (monotonic) passes; with
+        events, gather a batch for ``interval``, never past ``due`` (a store's
+        checkpoint)."""
+        left = None if due is None else due - time.monotonic()
+        if left is None or left > 0:
+            self._wake.wait(left)
+            self._wake.clear()
+        if self._buf and not self._stop:
+            wait = self.interval
+            if due is not None:
+                wait = min(wait, max(0.0, due - time.monotonic()))
+            self._wake.wait(wait)
+            self._wake.clear()
+
     def _recovered(self) -> None:
         """The writer drained a stuck buffer: its target reads again."""
         self._over_since = 0.0
