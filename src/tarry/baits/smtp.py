@@ -187,7 +187,7 @@ class Session:
         self.size = 0  # DATA: body bytes seen
         self.budget = budget  # seconds any reply may take: less when a deadline was learned
         self.since: float | None = 0.0  # when the reply in flight began (-1: this call)
-        self.noted = ""  # the ``replying_since`` note last sent
+        self.noted: float | None = -2.0  # the ``since`` last noted (-2: none yet)
 
 
 CODE_LEN = 4  # "250-", "220 ": a reply code and its separator
@@ -349,10 +349,10 @@ class SmtpBait:
             sess.since = None
         elif sess.since is None or sess.since < 0:
             sess.since = age
+        if sess.since == sess.noted:
+            return step  # most ticks: the same reply still dripping, nothing to format
+        sess.noted = sess.since
         mark = "-" if sess.since is None else f"{sess.since:.1f}"
-        if mark == sess.noted:
-            return step
-        sess.noted = mark
         return step._replace(notes=(*(step.notes or ()), ("replying_since", mark)))
 
     # -- internals -----------------------------------------------------------
