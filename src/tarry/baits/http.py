@@ -113,7 +113,9 @@ class Client:
 
     ``head_bytes`` and ``head_lines`` bound one response head (0: no such
     limit); ``interim`` is how many 1xx responses ``auto`` sends before the
-    head; ``read_timeout`` is the client's default idle timeout between reads;
+    head; ``read_timeout`` is the longest wait between reads it is known to
+    bear: its own default, or, for names that tools wear (a browser's, a
+    library's, none), ``TOOL_READ_TIMEOUT``;
     ``deadline`` is a total deadline per request of a tool that makes many
     requests (a buster, a fuzzer, a brute-forcer): ``auto`` answers it with a
     complete 404 at ``SHARE`` of it, so that it goes on to its next request.
@@ -127,12 +129,18 @@ class Client:
     deadline: float = 0.0
 
 
+# The shortest idle timeout between reads among the HTTP attack tools surveyed
+# in docs/client-limits.md: dirsearch (requests, timeout=5) sends a browser's
+# User-Agent, and httpx defaults to 5 s. A line every 5 s races such a tool,
+# so clients that may be one hear from us inside it (``TIMEOUT_SHARE``).
+TOOL_READ_TIMEOUT = 5.0
+
 # Index = client class in the state word (3 bits, so at most 8).
 CLIENTS: tuple[Client, ...] = (
     # Anything unrecognised: the smallest caps below (wget's 64 KiB head, the
     # 100 header lines of Python's http.client), and no 1xx, which a client
     # that does not implement them would take for the final response.
-    Client("unknown", 64 * 1024, 100, 0),
+    Client("unknown", 64 * 1024, 100, 0, TOOL_READ_TIMEOUT),
     # curl: MAX_HTTP_RESP_HEADER_SIZE 300 KiB for all response headers of a
     # request, 1xx included (lib/http.h; CVE-2023-38039, in Debian's 7.88.1
     # as a patch), and MAX_HTTP_RESP_HEADER_COUNT 5000 lines since 2025
@@ -146,21 +154,21 @@ CLIENTS: tuple[Client, ...] = (
     # ERR_RESPONSE_HEADERS_TOO_BIG. Other browsers are held to the same cap
     # (Firefox gives up near 1 MB, as measured in curl PR #11582). Chromium
     # skips any number of 1xx (20,000 measured), undocumented: none sent.
-    Client("browser", 256 * 1024, 0, 0),
+    Client("browser", 256 * 1024, 0, 0, TOOL_READ_TIMEOUT),
     # http.client (urllib, requests via urllib3): _MAXHEADERS 100 lines, the
     # blank line included, each under _MAXLINE 65536 bytes. Stated as 100 *
     # 65536 bytes, every line is charged 65536 (Plan.unit), which makes the
     # byte budget a line budget. Interim responses: no limit up to CPython
     # 3.14 as released; gh-150743 (2026) caps them at 100.
-    Client("python", 100 * 65536, 100, 90),
+    Client("python", 100 * 65536, 100, 90, TOOL_READ_TIMEOUT),
     # httpx: httpcore gives h11 max_incomplete_event_size = 100 KiB, which
     # bounds the head; httpcore skips any number of 1xx; the default
     # timeout is 5 s per read.
-    Client("httpx", 100 * 1024, 0, 90, 5.0),
+    Client("httpx", 100 * 1024, 0, 90, TOOL_READ_TIMEOUT),
     # Go net/http: MaxResponseHeaderBytes defaults to 10 MiB; before Go 1.24
     # more than 5 1xx responses abort the request, since then their heads
     # count towards that limit (golang/go#65035).
-    Client("go", 10 << 20, 0, 4),
+    Client("go", 10 << 20, 0, 4, TOOL_READ_TIMEOUT),
     # Tools that make many requests, each under a total deadline. Their rows
     # come after the eight classes the state word can hold: they are
     # answered late, never streamed, so they need no class there (a listener
@@ -297,7 +305,8 @@ OPTIONS = {
     "client_timeouts": Option(
         True,
         bool,
-        "keep the delay under a client's known default read timeout (httpx: 5 s)",
+        "keep the delay under the read timeout a client or the tools that wear its "
+        "name are known to have (httpx, dirsearch: 5 s)",
     ),
     # HTTPS: the same tarpit under TLS (tarry.tls), e.g. listen = ["*:443"], tls = true
     "hostname": Option("localhost", str, "host name of the generated self-signed certificate"),
