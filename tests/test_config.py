@@ -225,7 +225,7 @@ def numeric_keys() -> list[NumericKey]:
     out: list[NumericKey] = []
     for proto, module in sorted(registry().items()):
         head = f'[[tarpit]]\nprotocol = "{proto}"\nlisten = ["127.0.0.1:0"]\n'
-        for key, opt in {**COMMON, **module.OPTIONS}.items():
+        for key, opt in {**COMMON, **module.options}.items():
             if opt.bounds is not None:
                 out.append(NumericKey(f"[[tarpit]] #1 ({proto})", head, key, opt.bounds))
     for key, opt in (("write_timeout", WRITE_TIMEOUT_OPTION), ("workers", WORKERS_OPTION)):

@@ -136,7 +136,7 @@ def head_of(out: bytes) -> bytes:
 
 
 def test_registered_and_options_valid():
-    assert registry()["http"] is H
+    assert registry()["http"] is H.BAIT
     assert H.PROTOCOL == "http" and H.DEFAULTS == {"delay": 5.0}
     for key, opt in H.OPTIONS.items():
         assert opt.check is None or opt.check(opt.default) is None, key

@@ -47,7 +47,7 @@ def say(sim: Sim, data: bytes) -> bytes:
 
 
 def test_module_shape():
-    assert registry()["smtp"] is smtp
+    assert registry()["smtp"] is smtp.BAIT
     assert smtp.DEFAULTS["delay"] == 2.0
     for key, option in smtp.OPTIONS.items():
         assert isinstance(option.default, option.kind), key

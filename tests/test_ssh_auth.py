@@ -38,7 +38,7 @@ DELAY = 10.0
 
 
 def spec(delay: float = DELAY, **options: object) -> TarpitSpec:
-    defaults = {k: o.default for k, o in registry()["ssh"].OPTIONS.items()}
+    defaults = {k: o.default for k, o in registry()["ssh"].options.items()}
     return TarpitSpec("ssh", ["*:2222"], delay, 4096, 0.0, {**defaults, **options})
 
 

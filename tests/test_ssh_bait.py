@@ -17,7 +17,7 @@ PRE_BANNER = re.compile(rb"^(?!SSH-)[\x20-\x7e]*\r\n\Z")
 
 
 def spec(**options: object) -> TarpitSpec:
-    defaults = {k: o.default for k, o in registry()["ssh"].OPTIONS.items()}
+    defaults = {k: o.default for k, o in registry()["ssh"].options.items()}
     return TarpitSpec("ssh", ["*:2222"], 10.0, 4096, options={**defaults, **options})
 
 

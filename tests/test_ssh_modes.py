@@ -44,7 +44,7 @@ PRE_BANNER = re.compile(rb"^(?!SSH-)[\x20-\x7e]*\r\n\Z")
 
 
 def spec(delay: float = 10.0, jitter: float = 0.0, **options: object) -> TarpitSpec:
-    defaults = {k: o.default for k, o in registry()["ssh"].OPTIONS.items()}
+    defaults = {k: o.default for k, o in registry()["ssh"].options.items()}
     return TarpitSpec("ssh", ["*:2222"], delay, 4096, jitter, {**defaults, **options})
 
 

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from .events import Sink
+
 STATE_MAX = 0xFFFFFFFF
 NOTE_MAX = 256  # longest note value kept, after sanitising
 
@@ -54,9 +56,13 @@ class Step(NamedTuple):
 
 
 class Bait(Protocol):
-    """One per listener; serves all of that listener's clients."""
+    """One per listener; serves all of that listener's clients. Subclass
+    `BaitBase` for the defaults of the optional parts."""
 
     protocol: str
+    shortest: float
+    """The shortest wait it may ask for (inf: none shorter than the tarpit's
+    delay). The engine's timer wheel rounds every wait up by a fortieth of it."""
 
     def open(self, peer: str) -> Step:
         """A client was accepted from IP address ``peer`` (IPv4 shown as IPv4)."""
@@ -70,12 +76,25 @@ class Bait(Protocol):
         """The delay the bait asked for has passed."""
         ...
 
+    def tls_attached(self, implicit: bool, room: Callable[[], bool]) -> None:
+        """The TLS layer (tarry.tls) wraps this bait: ``implicit`` TLS from the
+        first byte, or STARTTLS allowed; ``room()`` says whether one more
+        client may start TLS now."""
+        ...
 
-def shortest(bait: object, delay: float) -> float:
-    """The shortest wait ``bait`` may ask for: its ``shortest`` attribute, when
-    it has waits shorter than the tarpit's ``delay`` (the engine's timer wheel
-    rounds every wait up by a fortieth of the shortest)."""
-    return min(delay, float(getattr(bait, "shortest", delay)))
+
+class BaitBase:
+    """The optional parts of a `Bait`, for baits to inherit."""
+
+    shortest: float = math.inf
+
+    def tls_attached(self, implicit: bool, room: Callable[[], bool]) -> None:
+        """Most baits have no use for TLS in clear: nothing to do."""
+
+
+def shortest(bait: Bait, delay: float) -> float:
+    """The shortest wait ``bait`` may ask for under a tarpit's ``delay``."""
+    return min(delay, bait.shortest)
 
 
 def positive_min(*values: float) -> float:
@@ -187,14 +206,35 @@ class TarpitSpec:
         return str(self.options.get("mode") or self.options.get("strategy") or "")
 
 
-class BaitModule(Protocol):
-    """What a module in ``tarry.baits`` provides; one file per protocol."""
+def _no_sinks() -> list[Sink]:
+    return []
 
-    PROTOCOL: str
-    DEFAULTS: Mapping[str, Any]  # overrides of the common keys (delay, ...)
-    OPTIONS: Mapping[str, Option]
 
-    def make(self, spec: TarpitSpec) -> Bait: ...
+@dataclass(frozen=True)
+class BaitModule:
+    """Everything a protocol may provide, each optional part with its default.
+
+    A built-in protocol is a module of ``tarry.baits`` that names one as
+    ``BAIT``; a plugin's is the object its entry point in the group
+    ``tarry.baits`` points at (docs/baits.md)."""
+
+    protocol: str
+    make: Callable[[TarpitSpec], Bait]
+    options: Mapping[str, Option] = field(default_factory=dict)
+    """Its own keys of a ``[[tarpit]]`` table."""
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    """Overrides of the common keys' defaults (delay, ...)."""
+    default_listen: tuple[str, ...] = ()
+    """Where it listens when a table names no ``listen``."""
+    check: Callable[[dict[str, Any]], str | None] | None = None
+    """A check across options, after each one passed its own: an error text or None."""
+    stateful_options: tuple[str, ...] = ()
+    """Options that give the state word its meaning: a reload that changes one
+    of them starts a new listener instead of handing over the clients."""
+    sinks: Callable[[], list[Sink]] = _no_sinks
+    """Event sinks the protocol wants on the bus (what it learns from departures)."""
+    use_history: Callable[..., None] | None = None
+    """Backs what it learns with the history store (tarry.observe.learn_from)."""
 
 
 def jittered(delay: float, jitter: float, rand: Callable[[], float] = random.random) -> float:

@@ -238,7 +238,7 @@ def serve(path: str | None) -> int:
     except ObserveError as exc:
         fail(f"{cfg.path}: {exc}")
     for module in registry().values():  # e.g. the SSH adaptive mode's patience store
-        sinks += getattr(module, "sinks", list)()
+        sinks += module.sinks()
     bus = Bus(sinks)
     current: list[Config] = [cfg]
 

@@ -175,7 +175,7 @@ def parse_tarpit(table: Any, where: str) -> TarpitSpec:
             f"{where}protocol: unknown protocol {protocol!r} (one of {', '.join(sorted(modules))})"
         )
     module = modules[protocol]
-    options: Mapping[str, Option] = module.OPTIONS
+    options: Mapping[str, Option] = module.options
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key in COMMON:
@@ -187,7 +187,7 @@ def parse_tarpit(table: Any, where: str) -> TarpitSpec:
             raise ConfigError(
                 f"{where}{key}: unknown key for protocol {protocol!r} (known: {known})"
             )
-    listen = values.get("listen") or list(getattr(module, "DEFAULT_LISTEN", []))
+    listen = values.get("listen") or list(module.default_listen)
     if not listen:
         raise ConfigError(f'{where}listen: missing (e.g. ["*:2222"])')
     for addr in listen:
@@ -199,11 +199,10 @@ def parse_tarpit(table: Any, where: str) -> TarpitSpec:
             raise ConfigError(f"{where}listen: {addr!r}: {exc}") from None
     if len(set(listen)) != len(listen):
         raise ConfigError(f"{where}listen: an address is listed twice")
-    defaults = {**{k: o.default for k, o in COMMON.items()}, **module.DEFAULTS}
+    defaults = {**{k: o.default for k, o in COMMON.items()}, **module.defaults}
     opts = {k: values.get(k, o.default) for k, o in options.items()}
-    check = getattr(module, "check", None)
-    if check is not None:
-        problem = check(opts)
+    if module.check is not None:
+        problem = module.check(opts)
         if problem:
             raise ConfigError(f"{where}{problem}")
     return TarpitSpec(
@@ -423,7 +422,7 @@ class EndlesshConfig:
         return f"{host}:{self.port}"
 
     def spec(self) -> TarpitSpec:
-        options = {k: o.default for k, o in registry()["ssh"].OPTIONS.items()}
+        options = {k: o.default for k, o in registry()["ssh"].options.items()}
         options["line_length"] = self.max_line_length
         return TarpitSpec(
             protocol="ssh",

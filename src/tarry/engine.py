@@ -1233,7 +1233,8 @@ def _same_tarpit(old: TarpitSpec, new: TarpitSpec) -> bool:
     same = old.name == new.name if old.name or new.name else old.listen == new.listen
     from .baits import registry
 
-    stateful = getattr(registry().get(new.protocol), "STATEFUL_OPTIONS", ())
+    module = registry().get(new.protocol)
+    stateful = module.stateful_options if module is not None else ()
     return same and all(old.options.get(k) == new.options.get(k) for k in stateful)
 
 

@@ -451,9 +451,8 @@ def learn_from(history: Any, hist: Mapping[str, Any], verbose: bool = False) -> 
 
     shared = hasattr(history, "fleet_rows")
     for module in registry().values():
-        use = getattr(module, "use_history", None)
-        if use is not None and hist["learn_sessions"] > 0:
-            use(
+        if module.use_history is not None and hist["learn_sessions"] > 0:
+            module.use_history(
                 history,
                 days=hist["learn_days"],
                 sessions=hist["learn_sessions"],

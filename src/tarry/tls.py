@@ -21,6 +21,7 @@ waiting for a complete record is capped, and so is plaintext per call.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import ssl
 import tempfile
@@ -32,6 +33,7 @@ from .bait import (
     MAX_COUNT,
     MAX_SECONDS,
     Bait,
+    BaitBase,
     Bounds,
     Option,
     RawNotes,
@@ -282,7 +284,7 @@ def _merge(a: RawNotes | None, b: RawNotes | None) -> RawNotes | None:
     return a + b
 
 
-class TlsBait:
+class TlsBait(BaitBase):
     """Wraps a bait; one per listener, like the bait itself."""
 
     def __init__(self, inner: Bait, ctx: ssl.SSLContext, implicit: bool, spec: TarpitSpec) -> None:
@@ -298,11 +300,8 @@ class TlsBait:
         self.max_live = int(spec.options.get("max_tls_clients", 0) or 0)
         self.live = 0  # TlsConn objects alive (each one decrements on release)
         self.errors = 0  # bugs caught by the safety net; tests require 0
-        attach: Callable[[bool, Callable[[], bool]], None] | None = getattr(
-            inner, "tls_attached", None
-        )
-        if attach is not None:
-            attach(implicit, self.room)
+        self.shortest = min(inner.shortest, self.stutter or math.inf)
+        inner.tls_attached(implicit, self.room)
 
     def room(self) -> bool:
         """Whether one more client may enter TLS under max_tls_clients."""

@@ -704,7 +704,7 @@ async def _worker(plan: WorkerPlan, lockfd: int) -> None:
     channel = Channel(plan.sock, loop)
     sinks: list[Sink] = []
     for module in registry().values():  # e.g. SSH adaptive mode's patience store
-        sinks += getattr(module, "sinks", list)()
+        sinks += module.sinks()
     ref: list[WorkerEngine] = []
     bus = WorkerBus([*sinks, channel], ref)
     engine = WorkerEngine(

@@ -56,9 +56,19 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
-from ..bait import Bounds, Option, Step, TarpitSpec, jittered, positive_min, sanitise
+from ..bait import (
+    BaitBase,
+    BaitModule,
+    Bounds,
+    Option,
+    Step,
+    TarpitSpec,
+    jittered,
+    positive_min,
+    sanitise,
+)
 from ..deadlines import SHARE, DeadlineStore, software_key
-from ..events import Event
+from ..events import Event, Sink
 from ..tls import STATEFUL_TLS, TLS_OPTIONS, check_tls
 
 PROTOCOL = "http"
@@ -313,7 +323,6 @@ OPTIONS = {
     **TLS_OPTIONS,
 }
 
-check = check_tls
 
 
 # ---------------------------------------------------------------- response heads
@@ -897,7 +906,7 @@ class Plan:
         return cls(c.interim, unit, budget, cap)
 
 
-class HttpBait:
+class HttpBait(BaitBase):
     """One per listener; see the module docstring for the state word."""
 
     protocol = PROTOCOL
@@ -1108,10 +1117,21 @@ def deadline_store() -> DeadlineStore:
     return _STORE
 
 
-def sinks() -> list[DeadlineStore]:
-    """Event sinks this protocol wants on the bus (the engine's CLI adds them)."""
+def sinks() -> list[Sink]:
+    """What auto learns from departures (``BaitModule.sinks``)."""
     return [deadline_store()]
 
 
 def make(spec: TarpitSpec) -> HttpBait:
     return HttpBait(spec)
+
+
+BAIT = BaitModule(
+    PROTOCOL,
+    make,
+    OPTIONS,
+    DEFAULTS,
+    check=check_tls,
+    stateful_options=STATEFUL_OPTIONS,
+    sinks=sinks,
+)

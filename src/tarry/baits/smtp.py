@@ -23,14 +23,25 @@ import binascii
 from collections.abc import Callable
 from typing import Any
 
-from ..bait import MAX_SECONDS, Bounds, Notes, Option, Step, TarpitSpec, jittered, sanitise
+from ..bait import (
+    MAX_SECONDS,
+    BaitBase,
+    BaitModule,
+    Bounds,
+    Notes,
+    Option,
+    Step,
+    TarpitSpec,
+    jittered,
+    sanitise,
+)
 from ..deadlines import SHARE, DeadlineStore
-from ..events import Event
+from ..events import Event, Sink
 from ..tls import TLS_OPTIONS, check_tls
 
 PROTOCOL = "smtp"
 DEFAULTS = {"delay": 2.0}
-DEFAULT_LISTEN = ["*:2525"]
+DEFAULT_LISTEN = ("*:2525",)
 # Changing these on reload changes what a held client's obj means (clear or TLS).
 STATEFUL_OPTIONS = ("tls", "starttls")
 
@@ -94,7 +105,6 @@ OPTIONS = {
 }
 
 
-check = check_tls
 
 
 _CONTINUATIONS = (
@@ -258,7 +268,7 @@ def _b64(text: bytes) -> bytes | None:
         return None
 
 
-class SmtpBait:
+class SmtpBait(BaitBase):
     """One per listener: the replies are built once and shared by every client."""
 
     protocol = PROTOCOL
@@ -790,10 +800,22 @@ def deadline_store() -> DeadlineStore:
     return _STORE
 
 
-def sinks() -> list[DeadlineStore]:
-    """Event sinks this protocol wants on the bus (the engine's CLI adds them)."""
+def sinks() -> list[Sink]:
+    """What the greeting learns from departures (``BaitModule.sinks``)."""
     return [deadline_store()]
 
 
 def make(spec: TarpitSpec) -> SmtpBait:
     return SmtpBait(spec)
+
+
+BAIT = BaitModule(
+    PROTOCOL,
+    make,
+    OPTIONS,
+    DEFAULTS,
+    default_listen=DEFAULT_LISTEN,
+    check=check_tls,
+    stateful_options=STATEFUL_OPTIONS,
+    sinks=sinks,
+)

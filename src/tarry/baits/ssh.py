@@ -46,8 +46,18 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from ..bait import MAX_SECONDS, Bounds, Option, Step, TarpitSpec, jittered, positive_min
-from ..events import CLOSE, BaseSink, Event
+from ..bait import (
+    MAX_SECONDS,
+    BaitBase,
+    BaitModule,
+    Bounds,
+    Option,
+    Step,
+    TarpitSpec,
+    jittered,
+    positive_min,
+)
+from ..events import CLOSE, BaseSink, Event, Sink
 from ..sshauth import (
     KEX_TIME,
     MISSING,
@@ -244,7 +254,7 @@ def _need(min_rate: float, seconds: float) -> int:
     return min(UNIT_MAX, math.ceil(min_rate * seconds)) if min_rate > 0 else 0
 
 
-class BannerBait:
+class BannerBait(BaitBase):
     """endlessh: one random line every delay, never a version string."""
 
     protocol = PROTOCOL
@@ -755,8 +765,8 @@ def patience_store() -> PatienceStore:
     return _STORE
 
 
-def sinks() -> list[PatienceStore]:
-    """Event sinks this protocol wants on the bus (the engine's CLI adds them)."""
+def sinks() -> list[Sink]:
+    """What adaptive learns from departures (``BaitModule.sinks``)."""
     return [patience_store()]
 
 
@@ -770,7 +780,7 @@ def use_history(
 # --- drip, kex and adaptive ------------------------------------------------------
 
 
-class SshBait:
+class SshBait(BaitBase):
     """The ``drip``, ``kex`` and ``adaptive`` modes; see the module docstring."""
 
     protocol = PROTOCOL
@@ -1046,3 +1056,13 @@ def make(spec: TarpitSpec) -> BannerBait | SshBait:
         _WARNED.append(True)  # once per process, not at every reload
         _stderr("tarry: ssh adaptive: " + MISSING_ADAPTIVE)
     return SshBait(spec)
+
+
+BAIT = BaitModule(
+    PROTOCOL,
+    make,
+    OPTIONS,
+    DEFAULTS,
+    sinks=sinks,
+    use_history=use_history,
+)
