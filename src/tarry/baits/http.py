@@ -324,7 +324,6 @@ OPTIONS = {
 }
 
 
-
 # ---------------------------------------------------------------- response heads
 
 _SERVER_HEADS: dict[str, tuple[str, ...]] = {

@@ -105,8 +105,6 @@ OPTIONS = {
 }
 
 
-
-
 _CONTINUATIONS = (
     # the software's name waits for the final line: a version scanner matches
     # "220-<host> ESMTP Postfix" on the first line and leaves (nmap -sV)
