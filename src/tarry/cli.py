@@ -371,6 +371,7 @@ Usage: tarry ssh [-vhs] [-46] [-d MS] [-f CONFIG] [-l LEN] [-m LIMIT] [-p PORT]
   -s        Print diagnostics to syslog instead of standard output
   -v        Print diagnostics to standard output (repeatable)
   -V        Print version information and exit
+  --syslog-ident NAME  syslog tag with -s [endlessh]
 """
 
 
@@ -389,10 +390,11 @@ def ssh_main(argv: list[str]) -> int:
         return 0
     config_file = ENDLESSH_CONFIG
     use_syslog = False
+    ident = "endlessh"
     verbosity = 0
     try:
         load_endlessh(cfg, config_file, hard=True, warn=warn)
-        opts, rest = getopt.getopt(argv, "46d:f:hl:m:p:svV")
+        opts, rest = getopt.getopt(argv, "46d:f:hl:m:p:svV", ["syslog-ident="])
         for flag, value in opts:
             if flag == "-4":
                 cfg.bind_family = 4
@@ -414,6 +416,13 @@ def ssh_main(argv: list[str]) -> int:
                 endlessh_set(cfg, "Port", value, warn, hard=True)
             elif flag == "-s":
                 use_syslog = True
+            elif flag == "--syslog-ident":
+                from .sinks import syslog_ident
+
+                try:
+                    ident = syslog_ident(value)
+                except ValueError as exc:
+                    fail(f"--syslog-ident: {exc}")
             elif flag == "-v":
                 verbosity += 1
             elif flag == "-V":
@@ -429,24 +438,24 @@ def ssh_main(argv: list[str]) -> int:
     level = max(cfg.log_level, min(verbosity, 2)) if verbosity else cfg.log_level
 
     sinks: list[Sink] = []
+    syslog = None
     if level >= 1:
         from .sinks import LineSink, SyslogSink
 
-        sink = (
-            SyslogSink(fmt="endlessh-plain")
-            if use_syslog
-            else LineSink(sys.stdout, "endlessh-plain")
-        )
+        sink: LineSink | SyslogSink
+        if use_syslog:
+            address = os.environ.get("TARRY_SYSLOG_ADDRESS", "/dev/log")  # tests: own rsyslogd
+            sink = syslog = SyslogSink(address, fmt="endlessh-plain", ident=ident)
+        else:
+            sink = LineSink(sys.stdout, "endlessh-plain")
         sink.start()
         sinks.append(sink)
     bus = Bus(sinks)
 
     def info(msg: str) -> None:
         if level >= 1:
-            if use_syslog:
-                import syslog
-
-                syslog.syslog(syslog.LOG_INFO, msg)
+            if syslog is not None:
+                syslog.say(msg)
             else:
                 print(f"{stamp(time.time())} {msg}", flush=True)
 

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from .admin import DEFAULT_LISTEN, bind_error
 from .bait import MAX_SECONDS, Bounds, is_numeric, shown
 from .events import Sink
-from .sinks import FACILITIES, _stderr, syslog_address
+from .sinks import FACILITIES, _stderr, syslog_address, syslog_ident
 
 Report = Callable[[str], None]
 
@@ -82,6 +82,14 @@ def _syslog_address(v: str) -> str | None:
     return None
 
 
+def _syslog_ident(v: str) -> str | None:
+    try:
+        syslog_ident(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _history_url(v: str) -> str | None:
     if v == "":
         return None  # the SQLite file
@@ -112,6 +120,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "syslog_facility": Key("daemon", str, _one_of(*sorted(FACILITIES))),
         "syslog_format": Key("endlessh", str, _one_of("endlessh", "json")),
         "syslog_tcp": Key(False, bool),
+        "syslog_ident": Key("tarry", str, _syslog_ident),
         "buffer": Key(10000, int, bounds=EVENTS),
     },
     "history": {
@@ -374,6 +383,7 @@ def assemble(
             log["syslog_facility"],
             log["syslog_format"],
             tcp=log["syslog_tcp"],
+            ident=log["syslog_ident"],
             capacity=cap,
             report=report,
         )
