@@ -138,7 +138,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
     },
     "metrics": {
         "enabled": Key(True, bool),
-        "per_ip": Key(False, bool),
+        "per_ip": Key(True, bool),  # endlessh-go's default; capped and expiring
         "per_ip_max": Key(1000, int, bounds=Bounds(1, 1_000_000)),
         "per_ip_expiry": Key(3600.0, NUM, bounds=SECONDS),
     },
