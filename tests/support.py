@@ -224,6 +224,16 @@ def hold_then_kill_9(t: Tarry, n: int, stay: float) -> tuple[dict[int, float], d
     return held, most
 
 
+def end_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """End a helper server the test started (by its PID): SIGTERM, then SIGKILL."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def _limit_fds(n: int) -> None:
     import resource
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from obs_support import LoopThread, session
-from support import IN_CI, free_port, wait_until
+from support import IN_CI, end_process, free_port, wait_until
 from tarry.admin import Admin, serve
 from tarry.events import Bus
 from tarry.metrics import Metrics, registry
@@ -148,11 +148,6 @@ scrape_configs:
             urllib.request.urlopen(f"{server.url}metrics", timeout=5)
         assert err.value.code == 401
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        end_process(proc)
         lt.run(server.close())
         lt.stop()

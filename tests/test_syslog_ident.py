@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Tarry, free_port, need, start_tarry, wait_until
+from support import Tarry, end_process, free_port, need, start_tarry, wait_until
 
 # The syslog-anchored endlessh regex (as quoted in issue 18 from fail2ban's
 # maintainer: ``endlessh\[\d+\]: ... ACCEPT host=<ADDR>``), over the whole line
@@ -49,12 +49,7 @@ def rsyslog(tmp_path: Path) -> Iterator[Path]:
         wait_until(lambda: (tmp_path / "log.sock").exists(), 10, "rsyslogd's socket")
         yield tmp_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc)
 
 
 def run_ssh(logdir: Path, *flags: str, clients: int = 3) -> tuple[int, list[str]]:

@@ -217,6 +217,15 @@ class Metrics(BaseSink):
 
     # -- the collector ---------------------------------------------------------------
 
+    def _live(self) -> Mapping[tuple[str, str], tuple[int, float, int]]:
+        """The engine's figures for the clients held now; none when it cannot say."""
+        if self.live is not None:
+            try:
+                return self.live()
+            except Exception:
+                pass
+        return {}
+
     def describe(self) -> list[Any]:
         return []  # names are checked at scrape time; no collisions in our own registry
 
@@ -227,12 +236,7 @@ class Metrics(BaseSink):
             HistogramMetricFamily,
         )
 
-        live: Mapping[tuple[str, str], tuple[int, float, int]] = {}
-        if self.live is not None:
-            try:
-                live = self.live()
-            except Exception:
-                live = {}
+        live = self._live()
         keys = set(self.opened) | set(live)
 
         def secs(k: tuple[str, str]) -> float:
@@ -382,12 +386,7 @@ class Metrics(BaseSink):
         """endlessh-go's six families (tarry.endlessh_metrics), from SSH tarpits only."""
         from .endlessh_metrics import HELP, TOTALS, family, place
 
-        live: Mapping[tuple[str, str], tuple[int, float, int]] = {}
-        if self.live is not None:
-            try:
-                live = self.live()
-            except Exception:
-                live = {}
+        live = self._live()
         by_port: dict[str, list[float]] = {}  # listeners on one port add up, as labels do
         for k in set(self.opened) | set(live):
             if k[0] != "ssh":

@@ -74,20 +74,21 @@ def _listen(v: str) -> str | None:
     return None
 
 
-def _syslog_address(v: str) -> str | None:
-    try:
-        syslog_address(v)
-    except ValueError as exc:
-        return str(exc)
-    return None
+def _raises(parse: Callable[[str], object]) -> Callable[[str], str | None]:
+    """A key check from a parser that raises ValueError with the reason."""
+
+    def check(v: str) -> str | None:
+        try:
+            parse(v)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    return check
 
 
-def _syslog_ident(v: str) -> str | None:
-    try:
-        syslog_ident(v)
-    except ValueError as exc:
-        return str(exc)
-    return None
+_syslog_address = _raises(syslog_address)
+_syslog_ident = _raises(syslog_ident)
 
 
 def _history_url(v: str) -> str | None:
