@@ -35,7 +35,7 @@ CONTRIB = Path(__file__).resolve().parent.parent / "contrib" / "fail2ban"
 
 # ---- the encoder ------------------------------------------------------------
 
-RECORDS = (" host=", "ACCEPT host=", "CLOSE host=")
+RECORDS = (" host=", " peer=", "ACCEPT host=", "CLOSE host=")
 # logfmt's grammar (go-logfmt): a key is one or more bytes above space other than
 # '=' and '"'; a value is a bare run of the same, or a quoted string
 LOGFMT = re.compile(r'([^\s="]+)=("(?:[^"\\]|\\.)*"|[^\s="]*)')
@@ -303,7 +303,8 @@ def test_the_same_bytes_are_stored_alike_by_every_bait(run: Run) -> None:
     assert closes[run.same["smtp"]]["ehlo"] == SAME_STORED
     text = run.log.read_text()
     for key, ip in (("ssh_id=SSH-2.0-", "ssh"), ("user_agent=", "http"), ("ehlo=", "smtp")):
-        line = next(x for x in text.splitlines() if f" CLOSE host={run.same[ip]} " in x)
+        addr = f"{'host' if ip == 'ssh' else 'peer'}={run.same[ip]} "
+        line = next(x for x in text.splitlines() if " CLOSE " in x and addr in x)
         assert f" {key}{SAME_LINE}" in line, line
 
 
@@ -352,9 +353,13 @@ def fail2ban(log: Path, regex: str | Path) -> set[str]:
 @pytest.mark.realclient
 @pytest.mark.parametrize("name", list(ENDLESSH_FILTERS))
 def test_endlessh_filters_extract_only_true_peers(run: Run, tmp_path: Path, name: str) -> None:
+    """... and only SSH peers: HTTP and SMTP records name their protocol before
+    the address, named ``peer=`` (issue 18 item 2): an endlessh jail never bans a
+    web crawler or a mail sender."""
     conf = tmp_path / f"{name}.conf"
     conf.write_text(f"[Definition]\nfailregex = {ENDLESSH_FILTERS[name]}\n")
-    assert fail2ban(run.log, conf) == run.peers
+    assert run.http and run.smtp
+    assert fail2ban(run.log, conf) == run.ssh
 
 
 @pytest.mark.realclient
@@ -391,7 +396,11 @@ def test_contrib_jails_pass_fail2bans_own_check(run: Run, tmp_path: Path) -> Non
     for proto in ("ssh", "http", "smtp"):
         assert f"['add', 'tarry-{proto}', 'auto']" in dump.stdout
         assert f"['set', 'tarry-{proto}', 'addlogpath', '{run.log}', 'head']" in dump.stdout
-        assert f"proto={proto} listener=" in dump.stdout
+        assert (
+            f"proto={proto} listener=" in dump.stdout
+            if proto == "ssh"
+            else f"ACCEPT proto={proto} peer=" in dump.stdout
+        )
 
 
 @pytest.mark.realclient
@@ -445,7 +454,7 @@ def test_crowdsec_endlessh_patterns_extract_only_true_peers(run: Run) -> None:
             m = rx.search(line)
             if m:
                 found[name].add(m["ip"])
-    v4 = {ip for ip in run.peers if "." in ip}
+    v4 = {ip for ip in run.ssh if "." in ip}  # SSH peers only: no crawler, no mail sender
     assert f"ACCEPT host=::ffff:{run.mapped} " in run.log.read_text()
     assert found["accept-v4"] == v4
     assert found["accept-v4-old"] == v4 - {run.mapped}  # it never read mapped ones
