@@ -461,3 +461,74 @@ def test_crowdsec_endlessh_patterns_extract_only_true_peers(run: Run) -> None:
     # grok's IPV6 takes an IPv4-mapped address too: the same peer
     assert {ip.removeprefix("::ffff:") for ip in found["accept-v6"]} == {"::1", run.mapped}
     assert found["accept-v6-old"] == set()
+
+
+# ---- contrib/crowdsec: tarry's own parser and scenarios -----------------------
+
+CROWDSEC_CONTRIB = CONTRIB.parent / "crowdsec"
+# Grok's base patterns, from the logstash grok-patterns file CrowdSec ships
+# (/etc/crowdsec/patterns/): INT, WORD and NOTSPACE as written there, IP as its
+# IPV6 | IPV4 alternation, with the IPV6 superset above.
+GROK_BASE = {
+    "TIMESTAMP_ISO8601": TIMESTAMP_ISO8601,
+    "IPV4": IPV4,
+    "IPV6": IPV6,
+    "IP": rf"(?:{IPV6}|{IPV4})",
+    "INT": r"(?:[+-]?(?:[0-9]+))",
+    "WORD": r"\b\w+\b",
+    "NOTSPACE": r"\S+",
+}
+GROK_REF = re.compile(r"%\{(\w+)(?::(\w+))?\}")
+
+
+def grok(pattern: str, syntax: dict[str, str]) -> re.Pattern[str]:
+    """A grok pattern as a Python regex: %{NAME:field} becomes a named group."""
+
+    def expand(text: str) -> str:
+        def one(m: re.Match[str]) -> str:
+            name, field = m.group(1), m.group(2)
+            body = GROK_BASE[name] if name in GROK_BASE else expand(syntax[name])
+            return f"(?P<{field}>{body})" if field else f"(?:{body})"
+
+        return GROK_REF.sub(one, text)
+
+    return re.compile(expand(pattern))
+
+
+def crowdsec_parse(lines: list[str]) -> list[dict[str, str]]:
+    """What contrib/crowdsec's parser gives each line: the first node that
+    matches, applied to the message as CrowdSec's file acquisition hands it on."""
+    import yaml
+
+    parser = yaml.safe_load((CROWDSEC_CONTRIB / "parsers" / "tarry-logs.yaml").read_text())
+    syntax = parser["pattern_syntax"]
+    nodes = [grok(syntax[n["grok"]["name"]], syntax) for n in parser["nodes"]]
+    out = []
+    for line in lines:
+        for rx in nodes:
+            m = rx.search(line)
+            if m:
+                out.append({k: v for k, v in m.groupdict().items() if v is not None})
+                break
+    return out
+
+
+@pytest.mark.parametrize("syslog", [False, True])
+def test_contrib_crowdsec_parser_extracts_only_true_peers(run: Run, syslog: bool) -> None:
+    import yaml
+
+    lines = run.log.read_text().splitlines()
+    if syslog:  # the syslog parser took the stamp and the prefix off
+        lines = [line.split(" ", 1)[1] for line in lines]
+    parsed = crowdsec_parse(lines)
+    assert parsed and all("source_ip" in p for p in parsed)
+    for proto in ("ssh", "http", "smtp"):
+        scenario = yaml.safe_load(
+            (CROWDSEC_CONTRIB / "scenarios" / f"tarry-{proto}.yaml").read_text()
+        )
+        assert f"evt.Meta.proto == '{proto}'" in scenario["filter"]
+        assert scenario["groupby"] == "evt.Meta.source_ip"
+        ips = {p["source_ip"] for p in parsed if p["proto"] == proto}
+        want = {ip.removeprefix("::ffff:") for ip in getattr(run, proto)}
+        assert ips == want, (proto, ips, want)
+    assert all(bool(p.get("timestamp")) != syslog for p in parsed)
