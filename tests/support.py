@@ -118,15 +118,17 @@ class Tarry:
         nofile: int | None = None,
         prefix: list[str] | None = None,
         read_stdout: bool = True,
+        python: list[str] | None = None,
     ) -> None:
         """``prefix`` runs tarry under another program (e.g. systemd-socket-activate);
         without ``read_stdout``, its stdout is a pipe that nobody reads (until
-        ``drain_stdout``): a log reader that stopped."""
+        ``drain_stdout``): a log reader that stopped. ``python`` is the interpreter
+        command (e.g. with ``-S``, to hide site-packages)."""
         self.lines: list[str] = []
         self.err: list[str] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            [*(prefix or []), sys.executable, "-m", "tarry", *args],
+            [*(prefix or []), *(python or [sys.executable]), "-m", "tarry", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -297,8 +297,13 @@ def preflight(doc: Mapping[str, Any], bind: bool = True, report: Report = _stder
         isinstance(admin, Mapping) and bool(admin) and admin.get("listen", DEFAULT_LISTEN) != ""
     )
     dashboard = _have("aiohttp") and _have("pygal")
-    if explicit and not dashboard:
-        raise ObserveError("[admin] needs the 'dashboard' extra (pip install 'tarry[dashboard]')")
+    # without the dashboard, the listener still serves /metrics (tarry.metricsserver)
+    scrape = cfg["metrics"]["enabled"] and _have("prometheus_client")
+    if explicit and not dashboard and not scrape:
+        raise ObserveError(
+            "[admin] needs the 'dashboard' extra, or 'metrics' for /metrics alone"
+            " (pip install 'tarry[dashboard]')"
+        )
 
     from .geo import GeoError, make_lookup
 
@@ -311,7 +316,7 @@ def preflight(doc: Mapping[str, Any], bind: bool = True, report: Report = _stder
             raise ObserveError(str(exc)) from exc
 
     listen = cfg["admin"]["listen"]
-    start = bool(listen) and dashboard
+    start = bool(listen) and (dashboard or scrape)
     if start and bind:
         problem = admin_bind_error(listen)
         if problem and "admin" in doc:
@@ -473,11 +478,33 @@ def learn_from(history: Any, hist: Mapping[str, Any], verbose: bool = False) -> 
             )
 
 
+def _metrics_only(obs: Observability) -> Starter | None:
+    """Without the dashboard extra: ``/metrics`` alone, from prometheus_client's server."""
+    registry = obs.registry
+    if registry is None:
+        return None
+
+    async def start(
+        snapshot: Callable[[int], list[dict[str, Any]]],
+        held: Callable[[], Mapping[str, int]],
+        live: Callable[[], Mapping[tuple[str, str], tuple[int, float, int]]] | None = None,
+        refusals: Callable[[], Mapping[str, int]] | None = None,
+    ) -> Any:
+        from .metricsserver import serve_metrics
+
+        if obs.metrics is not None:
+            obs.metrics.live = live
+            obs.metrics.refusals = refusals
+        return await serve_metrics(registry, obs.admin_listen, obs.admin_token, obs.admin_hosts)
+
+    return start
+
+
 def starter(obs: Observability, report: Report = _stderr) -> Starter | None:
     if not obs.admin_listen:
         return None
     if not _have("aiohttp") or not _have("pygal"):
-        return None  # the default listener follows the extra; an explicit one is checked below
+        return _metrics_only(obs)  # the default listener follows the extras
 
     async def start(
         snapshot: Callable[[int], list[dict[str, Any]]],
