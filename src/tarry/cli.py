@@ -183,6 +183,31 @@ def _drop_privileges(cfg: Config) -> None:
         print(f"tarry: {done}", file=sys.stderr, flush=True)
 
 
+def _check_files(cfg: Config) -> None:
+    """check-config: the log file and the history directory, as the user serve
+    drops to (it opens them after the switch); ConfigError when one fails."""
+    from .history import default_path
+    from .paths import state_dir
+    from .privileges import PrivilegeError, check_writable_as, resolve
+
+    log, history = cfg.sections.get("log", {}), cfg.sections.get("history", {})
+    files = [Path(log["file"])] if log.get("file") else []
+    dirs = []
+    if history.get("enabled", True) and not history.get("url"):
+        where = Path(history.get("path") or default_path()).parent
+        if where != state_dir():  # serve creates that one and hands it over
+            dirs.append(where)
+    try:
+        target = None
+        if os.geteuid() == 0 and not cfg.allow_root:
+            target = resolve(cfg.user, cfg.group)
+        problem = check_writable_as(target, files, dirs)
+    except PrivilegeError as exc:
+        problem = str(exc)
+    if problem:
+        raise ConfigError(f"{cfg.path}: {problem}")
+
+
 def prepare(cfg: Config) -> tuple[list[Bait], Callable[[], asyncio.AbstractEventLoop] | None]:
     """The baits and the event loop factory, and, as root, the user and group
     to become: the checks serve and check-config share before binding
@@ -348,6 +373,7 @@ def check_config(path: str, bind: bool = True) -> int:
             for _, sock in socks:
                 sock.close()
         preflight(cfg.sections, bind=bind)
+        _check_files(cfg)
     except ConfigError as exc:
         fail(str(exc))
     except ObserveError as exc:
