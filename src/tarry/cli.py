@@ -24,6 +24,7 @@ from .baits import registry
 from .config import (
     DEFAULT_CONFIG,
     ENDLESSH_CONFIG,
+    SYSTEM_CONFIG,
     Config,
     ConfigError,
     EndlesshConfig,
@@ -31,6 +32,7 @@ from .config import (
     endlessh_set,
     load,
     load_endlessh,
+    system_config,
 )
 from .engine import Engine
 from .events import Bus, Sink, listen_line, stamp
@@ -227,6 +229,10 @@ def prepare(cfg: Config) -> tuple[list[Bait], Callable[[], asyncio.AbstractEvent
 
 
 def serve(path: str | None) -> int:
+    if path is None:
+        path = system_config()
+    shown = path or f"the embedded defaults (no -c, no {SYSTEM_CONFIG})"
+    print(f"tarry: config {shown}", file=sys.stderr, flush=True)
     notifier = Notifier()
     try:
         activation = Activation(listen_fds())
@@ -556,7 +562,10 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=raw,
     )
     p_serve.add_argument(
-        "-c", "--config", metavar="FILE", help="the tarry.toml to run (default: embedded defaults)"
+        "-c",
+        "--config",
+        metavar="FILE",
+        help=f"the tarry.toml to run (default: {SYSTEM_CONFIG} if it exists, else the embedded defaults)",
     )
     sub.add_parser(
         "ssh",

@@ -387,6 +387,17 @@ def parse(text: str, path: str = "<embedded defaults>") -> Config:
     )
 
 
+SYSTEM_CONFIG = "/etc/tarry/tarry.toml"
+"""What ``tarry serve`` runs without ``-c`` when it exists (``TARRY_CONFIG_FILE``
+names another path: the tests, which must not write to /etc)."""
+
+
+def system_config() -> str | None:
+    """The system config file when it exists, else None (the embedded defaults)."""
+    path = os.environ.get("TARRY_CONFIG_FILE") or SYSTEM_CONFIG
+    return path if os.path.exists(path) else None
+
+
 def load(path: str | None) -> Config:
     if path is None:
         return parse(DEFAULT_CONFIG)
