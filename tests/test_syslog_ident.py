@@ -151,3 +151,22 @@ syslog_ident = "endlessh"
         t.stop()
     lines = daemon.read_text().splitlines()
     assert lines and all(f" endlessh[{t.proc.pid}]: " in x for x in lines), lines
+
+
+def test_ssh_f_missing_file_warns_and_runs_on_the_defaults(tmp_path: Path) -> None:
+    """endlessh's config_load skips a file fopen cannot open and runs on (its
+    source, endlessh.c); tarry does too, and says so on stderr only."""
+    port = free_port()
+    missing = tmp_path / "no-such-config"
+    t = Tarry(["ssh", "-v", "-d", "50", "-f", str(missing), "-p", str(port)])
+    try:
+        t.wait_for(rf"Port {port}$", timeout=10)
+        t.wait_for(r"Delay 50$")
+        t.wait_for(r"MaxLineLength 32$")  # endlessh's default: nothing was read
+        s = wait_until(lambda: _connect(port), 5, "tarry ssh to listen")
+        s.recv(1)
+        s.close()
+        t.wait_for(r" CLOSE host=")
+    finally:
+        assert t.stop() == 0
+    assert len(t.err) == 1 and str(missing) in t.err[0] and "no such" in t.err[0], t.err
