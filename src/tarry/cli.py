@@ -403,7 +403,6 @@ Usage: tarry ssh [-vhs] [-46] [-d MS] [-f CONFIG] [-l LEN] [-m LIMIT] [-p PORT]
   -s        Print diagnostics to syslog instead of standard output
   -v        Print diagnostics to standard output (repeatable)
   -V        Print version information and exit
-  --syslog-ident NAME  syslog tag with -s [endlessh]
 """
 
 
