@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from support import Tarry, wait_until
+from support import Tarry
 
 CONFIG = """
 [[tarpit]]
@@ -29,18 +29,5 @@ def test_serve_reads_the_system_config_and_says_so(tmp_path: Path) -> None:
         t.wait_for(r"LISTEN proto=ssh listener=127\.0\.0\.1:\d+ ", timeout=15)
         assert t.count(r"LISTEN ") == 1  # its one tarpit, not the defaults' three
         assert f"tarry: config {conf}" in t.err, t.err
-    finally:
-        t.stop()
-
-
-def test_without_a_system_config_serve_says_it_runs_the_defaults(tmp_path: Path) -> None:
-    env = {"TARRY_CONFIG_FILE": str(tmp_path / "none.toml"), "STATE_DIRECTORY": str(tmp_path)}
-    t = Tarry(["serve"], env=env)
-    try:
-        wait_until(
-            lambda: any(x.startswith("tarry: config the embedded defaults") for x in t.err),
-            15,
-            "the line that names the config",
-        )
     finally:
         t.stop()

@@ -231,8 +231,6 @@ def prepare(cfg: Config) -> tuple[list[Bait], Callable[[], asyncio.AbstractEvent
 def serve(path: str | None) -> int:
     if path is None:
         path = system_config()
-    shown = path or f"the embedded defaults (no -c, no {SYSTEM_CONFIG})"
-    print(f"tarry: config {shown}", file=sys.stderr, flush=True)
     notifier = Notifier()
     try:
         activation = Activation(listen_fds())
@@ -279,6 +277,9 @@ def serve(path: str | None) -> int:
         engine.discard_socket = activation.discard
         for spec, bait, socks in zip(cfg.tarpits, baits, bound, strict=True):
             engine.add_tarpit(spec, bait, socks)
+        # which file runs, said once it runs: an error stays one line
+        shown = path or f"the embedded defaults (no -c, no {SYSTEM_CONFIG})"
+        print(f"tarry: config {shown}", file=sys.stderr, flush=True)
         announce(engine)
         admin = await _start_admin(engine, start_admin, explicit="admin" in cfg.sections)
 
