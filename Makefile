@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test deps lint bench
+.PHONY: run test deps lint bench man install
 
 # Install tarry into the venv and run it with its embedded defaults.
 run: $(PY)
@@ -37,3 +37,25 @@ $(PY):
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv >/dev/null; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+
+# The man page, from tarry's own --help texts (committed; a test keeps it in sync).
+man: $(PY)
+	$(PY) scripts/gen-manpage.py > man/tarry.1.tmp && mv man/tarry.1.tmp man/tarry.1
+
+# What a package would install besides the Python code (pip install puts the
+# `tarry` script in $(PREFIX)/bin): the man page, the documents the units'
+# Documentation= names, the plain systemd service, and the socket-activated
+# pair as an example beside the documents. Paths follow PREFIX; DESTDIR stages.
+PREFIX ?= /usr/local
+MANDIR ?= $(PREFIX)/share/man/man1
+DOCDIR ?= $(PREFIX)/share/doc/tarry
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+install:
+	install -d $(DESTDIR)$(MANDIR) $(DESTDIR)$(DOCDIR)/socket-activated $(DESTDIR)$(UNITDIR)
+	install -m 644 man/tarry.1 $(DESTDIR)$(MANDIR)/tarry.1
+	install -m 644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	sed 's|/usr/local|$(PREFIX)|g' contrib/systemd/tarry.service > $(DESTDIR)$(UNITDIR)/tarry.service
+	for u in tarry.service tarry.socket; do \
+	  sed 's|/usr/local|$(PREFIX)|g' contrib/systemd/socket-activated/$$u \
+	    > $(DESTDIR)$(DOCDIR)/socket-activated/$$u; done
+	chmod 644 $(DESTDIR)$(UNITDIR)/tarry.service $(DESTDIR)$(DOCDIR)/socket-activated/*

@@ -118,15 +118,17 @@ class Tarry:
         nofile: int | None = None,
         prefix: list[str] | None = None,
         read_stdout: bool = True,
+        python: list[str] | None = None,
     ) -> None:
         """``prefix`` runs tarry under another program (e.g. systemd-socket-activate);
         without ``read_stdout``, its stdout is a pipe that nobody reads (until
-        ``drain_stdout``): a log reader that stopped."""
+        ``drain_stdout``): a log reader that stopped. ``python`` is the interpreter
+        command (e.g. with ``-S``, to hide site-packages)."""
         self.lines: list[str] = []
         self.err: list[str] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            [*(prefix or []), sys.executable, "-m", "tarry", *args],
+            [*(prefix or []), *(python or [sys.executable]), "-m", "tarry", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -222,6 +224,16 @@ def hold_then_kill_9(t: Tarry, n: int, stay: float) -> tuple[dict[int, float], d
     held = {p: killed - after for p, (_, _, after) in clients.items()}
     most = {p: dead - before for p, (_, before, _) in clients.items()}
     return held, most
+
+
+def end_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """End a helper server the test started (by its PID): SIGTERM, then SIGKILL."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def _limit_fds(n: int) -> None:

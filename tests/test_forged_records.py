@@ -35,7 +35,7 @@ CONTRIB = Path(__file__).resolve().parent.parent / "contrib" / "fail2ban"
 
 # ---- the encoder ------------------------------------------------------------
 
-RECORDS = (" host=", "ACCEPT host=", "CLOSE host=")
+RECORDS = (" host=", " peer=", "ACCEPT host=", "CLOSE host=")
 # logfmt's grammar (go-logfmt): a key is one or more bytes above space other than
 # '=' and '"'; a value is a bare run of the same, or a quoted string
 LOGFMT = re.compile(r'([^\s="]+)=("(?:[^"\\]|\\.)*"|[^\s="]*)')
@@ -303,7 +303,8 @@ def test_the_same_bytes_are_stored_alike_by_every_bait(run: Run) -> None:
     assert closes[run.same["smtp"]]["ehlo"] == SAME_STORED
     text = run.log.read_text()
     for key, ip in (("ssh_id=SSH-2.0-", "ssh"), ("user_agent=", "http"), ("ehlo=", "smtp")):
-        line = next(x for x in text.splitlines() if f" CLOSE host={run.same[ip]} " in x)
+        addr = f"{'host' if ip == 'ssh' else 'peer'}={run.same[ip]} "
+        line = next(x for x in text.splitlines() if " CLOSE " in x and addr in x)
         assert f" {key}{SAME_LINE}" in line, line
 
 
@@ -352,9 +353,13 @@ def fail2ban(log: Path, regex: str | Path) -> set[str]:
 @pytest.mark.realclient
 @pytest.mark.parametrize("name", list(ENDLESSH_FILTERS))
 def test_endlessh_filters_extract_only_true_peers(run: Run, tmp_path: Path, name: str) -> None:
+    """... and only SSH peers: HTTP and SMTP records name their protocol before
+    the address, named ``peer=`` (issue 18 item 2): an endlessh jail never bans a
+    web crawler or a mail sender."""
     conf = tmp_path / f"{name}.conf"
     conf.write_text(f"[Definition]\nfailregex = {ENDLESSH_FILTERS[name]}\n")
-    assert fail2ban(run.log, conf) == run.peers
+    assert run.http and run.smtp
+    assert fail2ban(run.log, conf) == run.ssh
 
 
 @pytest.mark.realclient
@@ -391,7 +396,11 @@ def test_contrib_jails_pass_fail2bans_own_check(run: Run, tmp_path: Path) -> Non
     for proto in ("ssh", "http", "smtp"):
         assert f"['add', 'tarry-{proto}', 'auto']" in dump.stdout
         assert f"['set', 'tarry-{proto}', 'addlogpath', '{run.log}', 'head']" in dump.stdout
-        assert f"proto={proto} listener=" in dump.stdout
+        assert (
+            f"proto={proto} listener=" in dump.stdout
+            if proto == "ssh"
+            else f"ACCEPT proto={proto} peer=" in dump.stdout
+        )
 
 
 @pytest.mark.realclient
@@ -445,10 +454,81 @@ def test_crowdsec_endlessh_patterns_extract_only_true_peers(run: Run) -> None:
             m = rx.search(line)
             if m:
                 found[name].add(m["ip"])
-    v4 = {ip for ip in run.peers if "." in ip}
+    v4 = {ip for ip in run.ssh if "." in ip}  # SSH peers only: no crawler, no mail sender
     assert f"ACCEPT host=::ffff:{run.mapped} " in run.log.read_text()
     assert found["accept-v4"] == v4
     assert found["accept-v4-old"] == v4 - {run.mapped}  # it never read mapped ones
     # grok's IPV6 takes an IPv4-mapped address too: the same peer
     assert {ip.removeprefix("::ffff:") for ip in found["accept-v6"]} == {"::1", run.mapped}
     assert found["accept-v6-old"] == set()
+
+
+# ---- contrib/crowdsec: tarry's own parser and scenarios -----------------------
+
+CROWDSEC_CONTRIB = CONTRIB.parent / "crowdsec"
+# Grok's base patterns, from the logstash grok-patterns file CrowdSec ships
+# (/etc/crowdsec/patterns/): INT, WORD and NOTSPACE as written there, IP as its
+# IPV6 | IPV4 alternation, with the IPV6 superset above.
+GROK_BASE = {
+    "TIMESTAMP_ISO8601": TIMESTAMP_ISO8601,
+    "IPV4": IPV4,
+    "IPV6": IPV6,
+    "IP": rf"(?:{IPV6}|{IPV4})",
+    "INT": r"(?:[+-]?(?:[0-9]+))",
+    "WORD": r"\b\w+\b",
+    "NOTSPACE": r"\S+",
+}
+GROK_REF = re.compile(r"%\{(\w+)(?::(\w+))?\}")
+
+
+def grok(pattern: str, syntax: dict[str, str]) -> re.Pattern[str]:
+    """A grok pattern as a Python regex: %{NAME:field} becomes a named group."""
+
+    def expand(text: str) -> str:
+        def one(m: re.Match[str]) -> str:
+            name, field = m.group(1), m.group(2)
+            body = GROK_BASE[name] if name in GROK_BASE else expand(syntax[name])
+            return f"(?P<{field}>{body})" if field else f"(?:{body})"
+
+        return GROK_REF.sub(one, text)
+
+    return re.compile(expand(pattern))
+
+
+def crowdsec_parse(lines: list[str]) -> list[dict[str, str]]:
+    """What contrib/crowdsec's parser gives each line: the first node that
+    matches, applied to the message as CrowdSec's file acquisition hands it on."""
+    import yaml
+
+    parser = yaml.safe_load((CROWDSEC_CONTRIB / "parsers" / "tarry-logs.yaml").read_text())
+    syntax = parser["pattern_syntax"]
+    nodes = [grok(syntax[n["grok"]["name"]], syntax) for n in parser["nodes"]]
+    out = []
+    for line in lines:
+        for rx in nodes:
+            m = rx.search(line)
+            if m:
+                out.append({k: v for k, v in m.groupdict().items() if v is not None})
+                break
+    return out
+
+
+@pytest.mark.parametrize("syslog", [False, True])
+def test_contrib_crowdsec_parser_extracts_only_true_peers(run: Run, syslog: bool) -> None:
+    import yaml
+
+    lines = run.log.read_text().splitlines()
+    if syslog:  # the syslog parser took the stamp and the prefix off
+        lines = [line.split(" ", 1)[1] for line in lines]
+    parsed = crowdsec_parse(lines)
+    assert parsed and all("source_ip" in p for p in parsed)
+    for proto in ("ssh", "http", "smtp"):
+        scenario = yaml.safe_load(
+            (CROWDSEC_CONTRIB / "scenarios" / f"tarry-{proto}.yaml").read_text()
+        )
+        assert f"evt.Meta.proto == '{proto}'" in scenario["filter"]
+        assert scenario["groupby"] == "evt.Meta.source_ip"
+        ips = {p["source_ip"] for p in parsed if p["proto"] == proto}
+        want = {ip.removeprefix("::ffff:") for ip in getattr(run, proto)}
+        assert ips == want, (proto, ips, want)
+    assert all(bool(p.get("timestamp")) != syslog for p in parsed)

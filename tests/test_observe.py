@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 
@@ -10,7 +11,7 @@ from obs_support import session
 from tarry.events import Bus
 from tarry.geo import CountryTagger
 from tarry.history import HistoryStore
-from tarry.metrics import Metrics, registry
+from tarry.metrics import Metrics, exposition, registry
 from tarry.observe import ObserveError, build, validate_sections
 from tarry.sinks import LineSink
 from tarry.software import family
@@ -109,9 +110,7 @@ def test_build_reports_one_line_errors(tmp_path):
 
 
 def scrape(m: Metrics) -> str:
-    from prometheus_client import generate_latest
-
-    return generate_latest(registry(m, process=False)).decode()
+    return exposition(registry(m, process=False))[0].decode()
 
 
 def test_per_ip_series_are_capped_and_expire():
@@ -125,16 +124,22 @@ def test_per_ip_series_are_capped_and_expire():
     text = scrape(m)
     ips = {line.split('ip="')[1].split('"')[0] for line in text.splitlines() if 'ip="' in line}
     assert ips == {"203.0.113.3", "203.0.113.4", "203.0.113.5"}
-    assert 'endlessh_client_open_count{country="NL",geohash="",ip="203.0.113.5"' in text
+    # a name, a location and the geohash of the Netherlands (u1...: 52.4 N, 4.9 E)
+    assert re.search(
+        r'^endlessh_client_open_count\{country="Netherlands",geohash="u1[0-9b-z]{7}",'
+        r'ip="203\.0\.113\.5",local_port="2222",location="Netherlands"\} 1$',
+        text,
+        re.M,
+    ), text
     assert m.per_ip.evicted == 2
     now[0] += 61  # nobody seen for longer than the expiry
     assert 'ip="' not in scrape(m)
     # the totals are not per-IP and stay
-    assert 'endlessh_client_open_count_total{local_port="2222"} 5.0' in scrape(m)
+    assert 'endlessh_client_open_count_total{local_port="2222"} 5' in scrape(m)
 
 
-def test_per_ip_off_by_default():
-    m = Metrics()
+def test_per_ip_can_be_turned_off():
+    m = Metrics(per_ip=False)
     for e in session(1, "ssh", 1.0, 1):
         m.emit(e)
     assert 'ip="' not in scrape(m)
@@ -146,8 +151,8 @@ def test_live_totals_move_counters_while_clients_are_held():
     for e in session(1, "ssh", 10.0, 100):
         m.emit(e)
     text = scrape(m)
-    assert 'endlessh_trapped_time_seconds_total{local_port="2222"} 40.0' in text
-    assert 'endlessh_sent_bytes_total{local_port="2222"} 600.0' in text
+    assert 'endlessh_trapped_time_seconds_total{local_port="2222"} 40\n' in text
+    assert 'endlessh_sent_bytes_total{local_port="2222"} 600\n' in text
     assert 'tarry_clients_held{listener="127.0.0.1:2222",proto="ssh"} 2.0' in text
 
 

@@ -110,7 +110,10 @@ def test_syslog_over_a_unix_socket_and_udp(tmp_path):
             s.emit(close())
         msg = server.recv(4096).decode()
         # <30> = daemon (3) * 8 + info (6); syslog adds its own time stamp
-        assert msg.startswith(f"<30>tarry[{os.getpid()}]: CLOSE host=2001:db8::1 port=1 fd=9 ")
+        # an HTTP client: its protocol first and no host= (no endlessh filter takes it)
+        assert msg.startswith(
+            f"<30>tarry[{os.getpid()}]: CLOSE proto=http peer=2001:db8::1 port=1 fd=9 "
+        )
         assert "user_agent=curl/8.5\\x20\\x22quoted\\x22 " in msg
         msg = udp.recv(4096).decode()
         assert msg.startswith(f"<38>tarry[{os.getpid()}]: {{")  # auth (4) * 8 + 6

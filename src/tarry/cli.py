@@ -24,6 +24,7 @@ from .baits import registry
 from .config import (
     DEFAULT_CONFIG,
     ENDLESSH_CONFIG,
+    SYSTEM_CONFIG,
     Config,
     ConfigError,
     EndlesshConfig,
@@ -31,6 +32,7 @@ from .config import (
     endlessh_set,
     load,
     load_endlessh,
+    system_config,
 )
 from .engine import Engine
 from .events import Bus, Sink, listen_line, stamp
@@ -183,6 +185,31 @@ def _drop_privileges(cfg: Config) -> None:
         print(f"tarry: {done}", file=sys.stderr, flush=True)
 
 
+def _check_files(cfg: Config) -> None:
+    """check-config: the log file and the history directory, as the user serve
+    drops to (it opens them after the switch); ConfigError when one fails."""
+    from .history import default_path
+    from .paths import state_dir
+    from .privileges import PrivilegeError, check_writable_as, resolve
+
+    log, history = cfg.sections.get("log", {}), cfg.sections.get("history", {})
+    files = [Path(log["file"])] if log.get("file") else []
+    dirs = []
+    if history.get("enabled", True) and not history.get("url"):
+        where = Path(history.get("path") or default_path()).parent
+        if where != state_dir():  # serve creates that one and hands it over
+            dirs.append(where)
+    try:
+        target = None
+        if os.geteuid() == 0 and not cfg.allow_root:
+            target = resolve(cfg.user, cfg.group)
+        problem = check_writable_as(target, files, dirs)
+    except PrivilegeError as exc:
+        problem = str(exc)
+    if problem:
+        raise ConfigError(f"{cfg.path}: {problem}")
+
+
 def prepare(cfg: Config) -> tuple[list[Bait], Callable[[], asyncio.AbstractEventLoop] | None]:
     """The baits and the event loop factory, and, as root, the user and group
     to become: the checks serve and check-config share before binding
@@ -202,6 +229,8 @@ def prepare(cfg: Config) -> tuple[list[Bait], Callable[[], asyncio.AbstractEvent
 
 
 def serve(path: str | None) -> int:
+    if path is None:
+        path = system_config()
     notifier = Notifier()
     try:
         activation = Activation(listen_fds())
@@ -248,6 +277,9 @@ def serve(path: str | None) -> int:
         engine.discard_socket = activation.discard
         for spec, bait, socks in zip(cfg.tarpits, baits, bound, strict=True):
             engine.add_tarpit(spec, bait, socks)
+        # which file runs, said once it runs: an error stays one line
+        shown = path or f"the embedded defaults (no -c, no {SYSTEM_CONFIG})"
+        print(f"tarry: config {shown}", file=sys.stderr, flush=True)
         announce(engine)
         admin = await _start_admin(engine, start_admin, explicit="admin" in cfg.sections)
 
@@ -348,6 +380,7 @@ def check_config(path: str, bind: bool = True) -> int:
             for _, sock in socks:
                 sock.close()
         preflight(cfg.sections, bind=bind)
+        _check_files(cfg)
     except ConfigError as exc:
         fail(str(exc))
     except ObserveError as exc:
@@ -389,10 +422,11 @@ def ssh_main(argv: list[str]) -> int:
         return 0
     config_file = ENDLESSH_CONFIG
     use_syslog = False
+    ident = "endlessh"
     verbosity = 0
     try:
         load_endlessh(cfg, config_file, hard=True, warn=warn)
-        opts, rest = getopt.getopt(argv, "46d:f:hl:m:p:svV")
+        opts, rest = getopt.getopt(argv, "46d:f:hl:m:p:svV", ["syslog-ident="])
         for flag, value in opts:
             if flag == "-4":
                 cfg.bind_family = 4
@@ -414,6 +448,13 @@ def ssh_main(argv: list[str]) -> int:
                 endlessh_set(cfg, "Port", value, warn, hard=True)
             elif flag == "-s":
                 use_syslog = True
+            elif flag == "--syslog-ident":
+                from .sinks import syslog_ident
+
+                try:
+                    ident = syslog_ident(value)
+                except ValueError as exc:
+                    fail(f"--syslog-ident: {exc}")
             elif flag == "-v":
                 verbosity += 1
             elif flag == "-V":
@@ -429,24 +470,24 @@ def ssh_main(argv: list[str]) -> int:
     level = max(cfg.log_level, min(verbosity, 2)) if verbosity else cfg.log_level
 
     sinks: list[Sink] = []
+    syslog = None
     if level >= 1:
         from .sinks import LineSink, SyslogSink
 
-        sink = (
-            SyslogSink(fmt="endlessh-plain")
-            if use_syslog
-            else LineSink(sys.stdout, "endlessh-plain")
-        )
+        sink: LineSink | SyslogSink
+        if use_syslog:
+            address = os.environ.get("TARRY_SYSLOG_ADDRESS", "/dev/log")  # tests: own rsyslogd
+            sink = syslog = SyslogSink(address, fmt="endlessh-plain", ident=ident)
+        else:
+            sink = LineSink(sys.stdout, "endlessh-plain")
         sink.start()
         sinks.append(sink)
     bus = Bus(sinks)
 
     def info(msg: str) -> None:
         if level >= 1:
-            if use_syslog:
-                import syslog
-
-                syslog.syslog(syslog.LOG_INFO, msg)
+            if syslog is not None:
+                syslog.say(msg)
             else:
                 print(f"{stamp(time.time())} {msg}", flush=True)
 
@@ -521,7 +562,10 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=raw,
     )
     p_serve.add_argument(
-        "-c", "--config", metavar="FILE", help="the tarry.toml to run (default: embedded defaults)"
+        "-c",
+        "--config",
+        metavar="FILE",
+        help=f"the tarry.toml to run (default: {SYSTEM_CONFIG} if it exists, else the embedded defaults)",
     )
     sub.add_parser(
         "ssh",

@@ -386,6 +386,17 @@ def parse(text: str, path: str = "<embedded defaults>") -> Config:
     )
 
 
+SYSTEM_CONFIG = "/etc/tarry/tarry.toml"
+"""What ``tarry serve`` runs without ``-c`` when it exists (``TARRY_CONFIG_FILE``
+names another path: the tests, which must not write to /etc)."""
+
+
+def system_config() -> str | None:
+    """The system config file when it exists, else None (the embedded defaults)."""
+    path = os.environ.get("TARRY_CONFIG_FILE") or SYSTEM_CONFIG
+    return path if os.path.exists(path) else None
+
+
 def load(path: str | None) -> Config:
     if path is None:
         return parse(DEFAULT_CONFIG)
@@ -495,17 +506,23 @@ def load_endlessh(
     """Read endlessh's ``Key value`` file into ``cfg``, as endlessh does.
 
     ``hard`` makes a bad value fatal (start-up); on reload it only warns and the
-    old value stays. A missing default file is fine; a missing ``-f`` file is not.
+    old value stays. A missing default file is fine. A missing or unreadable
+    ``-f`` file (``must_exist``) is warned about on stderr and the defaults run,
+    as in endlessh, whose config_load skips a file fopen cannot open (silently:
+    tarry says so, off stdout, where the log lines stay endlessh's).
     """
     try:
         with open(path, "rb") as f:
             data = f.read(1 << 20)
     except FileNotFoundError:
         if must_exist:
-            raise EndlesshError(f"{path}: no such config file") from None
+            warn(f"{path}: no such config file; running on the other settings, as endlessh does")
         return
     except OSError as exc:
-        if must_exist or hard:
+        if must_exist:
+            warn(f"{path}: cannot read: {exc.strerror or exc}; running on the other settings")
+            return
+        if hard:
             raise EndlesshError(f"{path}: cannot read: {exc.strerror or exc}") from None
         warn(f"{path}: cannot read: {exc.strerror or exc}")
         return

@@ -199,15 +199,23 @@ def listen_line(proto: str, listener: str, delay: float, max_clients: int, mode:
 
 
 def endlessh_line(event: Event, extra: bool) -> str:
-    """The endlessh log line for ``event``; with ``extra``, tarry's fields follow."""
+    """The endlessh log line for ``event``; with ``extra``, tarry's fields follow.
+
+    Only SSH clients are endlessh clients. Another protocol's record names it
+    first and calls the address ``peer`` (``ACCEPT proto=http peer=...``), so
+    that no endlessh pattern, all of which want ``host=``, matches it: an
+    endlessh jail never bans a web crawler or a mail sender. An operator who
+    wants those banned deploys contrib/fail2ban's tarry-http or tarry-smtp."""
+    ssh = event.proto in ("", "ssh")
+    who = "host=" if ssh else f"proto={event.proto} peer="
     if event.kind == ACCEPT:
         body = (
-            f"ACCEPT host={event.host} port={event.port} fd={event.fd} "
+            f"ACCEPT {who}{event.host} port={event.port} fd={event.fd} "
             f"n={event.clients}/{event.max_clients}"
         )
     elif event.kind == CLOSE:
         body = (
-            f"CLOSE host={event.host} port={event.port} fd={event.fd} "
+            f"CLOSE {who}{event.host} port={event.port} fd={event.fd} "
             f"time={millis(event.duration)} bytes={event.sent}"
         )
     else:
@@ -217,7 +225,9 @@ def endlessh_line(event: Event, extra: bool) -> str:
         )
     line = f"{stamp(event.time)} {body}"
     if extra:
-        fields = [("proto", event.proto), ("listener", event.listener)]
+        fields = [("listener", event.listener)]
+        if ssh:
+            fields.insert(0, ("proto", event.proto))
         if event.kind == CLOSE:
             fields += [("received", str(event.received)), ("reason", event.reason)]
             if event.country:

@@ -135,5 +135,10 @@ clients are kept, even when the port changes) and SIGUSR1 for TOTALS. It
 has no per-IP cap, no privilege drop and no socket activation, as endlessh
 has none; `tarry serve` has all three.
 
-exit status: 0 on SIGTERM, 1 on a bad flag, value or config file.
+  --syslog-ident NAME  the syslog tag with -s [endlessh]: lines are
+                       NAME[pid] on the daemon facility, settings included
+  -f FILE              a missing or unreadable FILE is warned about on stderr
+                       and the other settings run, as in endlessh
+
+exit status: 0 on SIGTERM, 1 on a bad flag or value, or a bad line in the config file.
 """

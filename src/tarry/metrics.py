@@ -2,15 +2,12 @@
 
 Two families of names:
 
-* endlessh-go's, with its label (``local_port``) and meanings, so that dashboards
-  made for it (Grafana 15156) work unchanged:
-  ``endlessh_client_open_count_total`` (connections accepted),
-  ``endlessh_client_closed_count_total`` (connections closed),
-  ``endlessh_sent_bytes_total`` (bytes sent to clients),
-  ``endlessh_trapped_time_seconds_total`` (seconds clients spent trapped); with
-  ``per_ip`` also ``endlessh_client_open_count`` and
-  ``endlessh_client_trapped_time_seconds`` per client address.
-* tarry's own, ``tarry_*``, labelled by protocol and listener.
+* endlessh-go's six, exactly (names, counter types, labels; tarry.endlessh_metrics
+  writes them), from SSH tarpits only, so that Grafana dashboard 15156 works
+  unchanged: totals by ``local_port``, and per client address (on by default,
+  as in endlessh-go, but capped at ``per_ip_max`` addresses and expired after
+  ``per_ip_expiry`` seconds unseen; ~1.2 kB per address, bench/perip_mem.py).
+* tarry's own, ``tarry_*``, labelled by protocol and listener, for every protocol.
 
 Counting happens in plain dicts on the event loop thread (a few dict updates
 per event, no locks); a custom collector turns them into samples when scraped.
@@ -24,6 +21,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .events import ACCEPT, CLOSE, BaseSink, Counted, Event
@@ -51,38 +49,75 @@ class PerIp:
     """Per-address series with a cap and an expiry, so the label set stays bounded.
 
     Addresses are kept in least-recently-seen order; one not seen for ``expiry``
-    seconds, or pushed out by ``cap`` newer ones, loses its series.
+    seconds, or pushed out by ``cap`` newer ones, loses its series. An address
+    with a client held is seen at every scrape (endlessh-go's sends refresh it
+    the same way), and its held seconds are counted as they pass.
     """
 
-    def __init__(self, cap: int, expiry: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        cap: int,
+        expiry: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ):
         self.cap = cap
         self.expiry = expiry
         self.clock = clock
-        # ip -> {"seen": t, "country": cc, "open": {(port, proto): n}, "secs": {(port, proto): s}}
+        self.wall = wall
+        # ip -> {"seen": t, "country": cc, "open": {(port, proto): n},
+        #        "secs": {(port, proto): s}, "held": {(fd, port, proto): [accept times]}}
         self.ips: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.evicted = 0
 
     def _entry(self, ip: str) -> dict[str, Any]:
         e = self.ips.get(ip)
         if e is None:
-            e = self.ips[ip] = {"seen": 0.0, "country": "", "open": {}, "secs": {}}
+            e = self.ips[ip] = {"seen": 0.0, "country": "", "open": {}, "secs": {}, "held": {}}
         else:
             self.ips.move_to_end(ip)
         e["seen"] = self.clock()
         return e
 
-    def opened(self, ip: str, port: str, proto: str, country: str) -> None:
+    def opened(
+        self, ip: str, port: str, proto: str, country: str, fd: int = -1, at: float = 0.0
+    ) -> None:
         e = self._entry(ip)
         if country:
             e["country"] = country
         key = (port, proto)
         e["open"][key] = e["open"].get(key, 0) + 1
+        if at:
+            e["held"].setdefault((fd, port, proto), []).append(at)
         self.expire()
 
-    def closed(self, ip: str, port: str, proto: str, seconds: float) -> None:
+    def closed(self, ip: str, port: str, proto: str, seconds: float, fd: int = -1) -> None:
         e = self._entry(ip)
         key = (port, proto)
+        starts = e["held"].get((fd, port, proto))
+        if starts:
+            # never less than what a scrape showed while it was held: a counter
+            # that went down would read as a reset
+            seconds = max(seconds, self.wall() - starts.pop(0))
+            if not starts:
+                del e["held"][(fd, port, proto)]
         e["secs"][key] = e["secs"].get(key, 0.0) + seconds
+        self.expire()
+
+    def seconds(self, e: dict[str, Any]) -> dict[tuple[str, str], float]:
+        """(port, proto) -> seconds held, the clients held now included."""
+        out = dict(e["secs"])
+        now = self.wall()
+        for (_fd, port, proto), starts in e["held"].items():
+            _add(out, (port, proto), sum(max(0.0, now - t) for t in starts))
+        return out
+
+    def refresh(self) -> None:
+        """Mark addresses with a client held as seen, then expire the rest."""
+        now = self.clock()
+        for ip in [ip for ip, e in self.ips.items() if e["held"]]:
+            self.ips[ip]["seen"] = now
+            self.ips.move_to_end(ip)
         self.expire()
 
     def expire(self) -> None:
@@ -107,7 +142,7 @@ class Metrics(BaseSink):
 
     def __init__(
         self,
-        per_ip: bool = False,
+        per_ip: bool = True,
         per_ip_max: int = 1000,
         per_ip_expiry: float = 3600.0,
         sinks: Sequence[Counted] = (),
@@ -145,7 +180,14 @@ class Metrics(BaseSink):
             _add(self.held, key, 1)
             _add(self.by_country, (event.proto, country), 1)
             if self.per_ip is not None:
-                self.per_ip.opened(event.ip, local_port(event.listener), event.proto, event.country)
+                self.per_ip.opened(
+                    event.ip,
+                    local_port(event.listener),
+                    event.proto,
+                    event.country,
+                    event.fd,
+                    event.time,
+                )
             return
         d = event.duration
         _add(self.closed, (event.proto, event.listener, event.reason or "unknown"), 1)
@@ -171,9 +213,18 @@ class Metrics(BaseSink):
             h[len(HOLD_BUCKETS)] += 1
         h[-1] += d
         if self.per_ip is not None:
-            self.per_ip.closed(event.ip, local_port(event.listener), event.proto, d)
+            self.per_ip.closed(event.ip, local_port(event.listener), event.proto, d, event.fd)
 
     # -- the collector ---------------------------------------------------------------
+
+    def _live(self) -> Mapping[tuple[str, str], tuple[int, float, int]]:
+        """The engine's figures for the clients held now; none when it cannot say."""
+        if self.live is not None:
+            try:
+                return self.live()
+            except Exception:
+                pass
+        return {}
 
     def describe(self) -> list[Any]:
         return []  # names are checked at scrape time; no collisions in our own registry
@@ -183,15 +234,9 @@ class Metrics(BaseSink):
             CounterMetricFamily,
             GaugeMetricFamily,
             HistogramMetricFamily,
-            UnknownMetricFamily,
         )
 
-        live: Mapping[tuple[str, str], tuple[int, float, int]] = {}
-        if self.live is not None:
-            try:
-                live = self.live()
-            except Exception:
-                live = {}
+        live = self._live()
         keys = set(self.opened) | set(live)
 
         def secs(k: tuple[str, str]) -> float:
@@ -199,33 +244,6 @@ class Metrics(BaseSink):
 
         def sent(k: tuple[str, str]) -> float:
             return self.sent.get(k, 0) + (live[k][2] if k in live else 0)
-
-        # endlessh-go's names: one label, local_port (listeners on one port add up)
-        by_port: dict[str, list[float]] = {}
-        closed_by_key: dict[tuple[str, str], int] = {}
-        for (proto, listener, _reason), n in self.closed.items():
-            _add(closed_by_key, (proto, listener), n)
-        for k in keys:
-            p = by_port.setdefault(local_port(k[1]), [0, 0, 0, 0.0])
-            p[0] += self.opened.get(k, 0)
-            p[1] += closed_by_key.get(k, 0)
-            p[2] += sent(k)
-            p[3] += secs(k)
-        for i, (name, doc) in enumerate(
-            (
-                ("endlessh_client_open_count", "Total number of clients that tried to connect."),
-                (
-                    "endlessh_client_closed_count",
-                    "Total number of clients that stopped connecting.",
-                ),
-                ("endlessh_sent_bytes", "Total bytes sent to clients."),
-                ("endlessh_trapped_time_seconds", "Total seconds clients spent trapped."),
-            )
-        ):
-            m = CounterMetricFamily(name, doc, labels=["local_port"])
-            for port, vals in sorted(by_port.items()):
-                m.add_metric([port], vals[i])
-            yield m
 
         labels = ["proto", "listener"]
         held = GaugeMetricFamily("tarry_clients_held", "Clients held now.", labels=labels)
@@ -335,8 +353,8 @@ class Metrics(BaseSink):
         yield m
 
         if self.per_ip is not None:
-            self.per_ip.expire()
-            yield from self._per_ip(UnknownMetricFamily, CounterMetricFamily)
+            self.per_ip.refresh()
+            yield from self._per_ip(CounterMetricFamily)
 
     @staticmethod
     def _pairs(cls: Any, name: str, doc: str, label: str, values: Mapping[Any, float]) -> Any:
@@ -345,20 +363,8 @@ class Metrics(BaseSink):
             m.add_metric(list(k), n)
         return m
 
-    def _per_ip(self, unknown: Any, counter: Any) -> Iterable[Any]:
+    def _per_ip(self, counter: Any) -> Iterable[Any]:
         assert self.per_ip is not None
-        # endlessh-go exposes these without the _total suffix; prometheus_client adds
-        # it to every counter, so they go out untyped to keep the names.
-        opens = unknown(
-            "endlessh_client_open_count",
-            "Number of connections of clients.",
-            labels=["ip", "local_port", "geohash", "country", "location"],
-        )
-        secs = unknown(
-            "endlessh_client_trapped_time_seconds",
-            "Seconds a client spends trapped.",
-            labels=["ip", "local_port"],
-        )
         t_opens = counter(
             "tarry_client_connections",
             "Connections, per client address.",
@@ -370,24 +376,68 @@ class Metrics(BaseSink):
             labels=["ip", "proto"],
         )
         for ip, e in self.per_ip.ips.items():
-            cc = e["country"]
-            port_opens: dict[str, int] = {}
-            for (port, proto), n in e["open"].items():
-                _add(port_opens, port, n)
-                t_opens.add_metric([ip, proto, cc], n)
-            for port, n in port_opens.items():
-                opens.add_metric([ip, port, "", cc, ""], n)
-            port_secs: dict[str, float] = {}
-            for (port, proto), s in e["secs"].items():
-                _add(port_secs, port, s)
+            for (_port, proto), n in e["open"].items():
+                t_opens.add_metric([ip, proto, e["country"]], n)
+            for (_port, proto), s in self.per_ip.seconds(e).items():
                 t_secs.add_metric([ip, proto], s)
-            for port, s in port_secs.items():
-                secs.add_metric([ip, port], s)
-        return (opens, secs, t_opens, t_secs)
+        return (t_opens, t_secs)
+
+    def endlessh_text(self) -> str:
+        """endlessh-go's six families (tarry.endlessh_metrics), from SSH tarpits only."""
+        from .endlessh_metrics import HELP, TOTALS, family, place
+
+        live = self._live()
+        by_port: dict[str, list[float]] = {}  # listeners on one port add up, as labels do
+        for k in set(self.opened) | set(live):
+            if k[0] != "ssh":
+                continue
+            p = by_port.setdefault(local_port(k[1]), [0, 0, 0, 0.0])
+            p[0] += self.opened.get(k, 0)
+            p[2] += self.sent.get(k, 0) + (live[k][2] if k in live else 0)
+            p[3] += self.seconds.get(k, 0.0) + (live[k][1] if k in live else 0.0)
+        for (proto, listener, _reason), n in self.closed.items():
+            if proto == "ssh":
+                by_port.setdefault(local_port(listener), [0, 0, 0, 0.0])[1] += n
+        ports = sorted(by_port.items())
+        parts = [
+            family(name, HELP[name], [([("local_port", port)], v[i]) for port, v in ports])
+            for i, name in enumerate(TOTALS)
+        ]
+        if self.per_ip is None:
+            return "".join(parts)
+        self.per_ip.refresh()
+        opens: list[tuple[list[tuple[str, str]], float]] = []
+        secs: list[tuple[list[tuple[str, str]], float]] = []
+        for ip, e in self.per_ip.ips.items():
+            country, location, gh = place(e["country"])
+            for (port, proto), n in e["open"].items():
+                if proto == "ssh":
+                    labels = [("ip", ip), ("local_port", port), ("geohash", gh)]
+                    opens.append(([*labels, ("country", country), ("location", location)], n))
+            for (port, proto), s in self.per_ip.seconds(e).items():
+                if proto == "ssh":
+                    secs.append(([("ip", ip), ("local_port", port)], s))
+        for name, samples in (
+            ("endlessh_client_open_count", opens),
+            ("endlessh_client_trapped_time_seconds", secs),
+        ):
+            if samples:
+                parts.append(family(name, HELP[name], samples))
+        return "".join(parts)
 
 
-def registry(metrics: Metrics, process: bool = True) -> Any:
-    """A registry of its own (not the global one) with the tarry collector."""
+@dataclass(frozen=True)
+class Registry:
+    """What ``/metrics`` serves: a prometheus_client registry of its own (not
+    the global one) with the tarry collector, and the Metrics whose endlessh-go
+    families are written after it."""
+
+    collectors: Any
+    metrics: Metrics
+
+
+def registry(metrics: Metrics, process: bool = True) -> Registry:
+    """The registry for ``metrics``, with the process collectors unless told not to."""
     try:
         from prometheus_client import (
             CollectorRegistry,
@@ -401,15 +451,18 @@ def registry(metrics: Metrics, process: bool = True) -> Any:
         ) from exc
     reg = CollectorRegistry()
     reg.register(metrics)
+
     if process:
         ProcessCollector(registry=reg)
         PlatformCollector(registry=reg)
         GCCollector(registry=reg)
-    return reg
+    return Registry(reg, metrics)
 
 
-def exposition(reg: Any) -> tuple[bytes, str]:
-    """The scrape body and its content type."""
+def exposition(reg: Registry) -> tuple[bytes, str]:
+    """The scrape body (prometheus_client's text, then endlessh-go's families)
+    and its content type."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    return generate_latest(reg), CONTENT_TYPE_LATEST
+    body = generate_latest(reg.collectors) + reg.metrics.endlessh_text().encode()
+    return body, CONTENT_TYPE_LATEST

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from .admin import DEFAULT_LISTEN, bind_error
 from .bait import MAX_SECONDS, Bounds, is_numeric, shown
 from .events import Sink
-from .sinks import FACILITIES, _stderr, syslog_address
+from .sinks import FACILITIES, _stderr, syslog_address, syslog_ident
 
 Report = Callable[[str], None]
 
@@ -74,12 +74,21 @@ def _listen(v: str) -> str | None:
     return None
 
 
-def _syslog_address(v: str) -> str | None:
-    try:
-        syslog_address(v)
-    except ValueError as exc:
-        return str(exc)
-    return None
+def _raises(parse: Callable[[str], object]) -> Callable[[str], str | None]:
+    """A key check from a parser that raises ValueError with the reason."""
+
+    def check(v: str) -> str | None:
+        try:
+            parse(v)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    return check
+
+
+_syslog_address = _raises(syslog_address)
+_syslog_ident = _raises(syslog_ident)
 
 
 def _history_url(v: str) -> str | None:
@@ -112,6 +121,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "syslog_facility": Key("daemon", str, _one_of(*sorted(FACILITIES))),
         "syslog_format": Key("endlessh", str, _one_of("endlessh", "json")),
         "syslog_tcp": Key(False, bool),
+        "syslog_ident": Key("tarry", str, _syslog_ident),
         "buffer": Key(10000, int, bounds=EVENTS),
     },
     "history": {
@@ -129,7 +139,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
     },
     "metrics": {
         "enabled": Key(True, bool),
-        "per_ip": Key(False, bool),
+        "per_ip": Key(True, bool),  # endlessh-go's default; capped and expiring
         "per_ip_max": Key(1000, int, bounds=Bounds(1, 1_000_000)),
         "per_ip_expiry": Key(3600.0, NUM, bounds=SECONDS),
     },
@@ -287,8 +297,13 @@ def preflight(doc: Mapping[str, Any], bind: bool = True, report: Report = _stder
         isinstance(admin, Mapping) and bool(admin) and admin.get("listen", DEFAULT_LISTEN) != ""
     )
     dashboard = _have("aiohttp") and _have("pygal")
-    if explicit and not dashboard:
-        raise ObserveError("[admin] needs the 'dashboard' extra (pip install 'tarry[dashboard]')")
+    # without the dashboard, the listener still serves /metrics (tarry.metricsserver)
+    scrape = cfg["metrics"]["enabled"] and _have("prometheus_client")
+    if explicit and not dashboard and not scrape:
+        raise ObserveError(
+            "[admin] needs the 'dashboard' extra, or 'metrics' for /metrics alone"
+            " (pip install 'tarry[dashboard]')"
+        )
 
     from .geo import GeoError, make_lookup
 
@@ -301,7 +316,7 @@ def preflight(doc: Mapping[str, Any], bind: bool = True, report: Report = _stder
             raise ObserveError(str(exc)) from exc
 
     listen = cfg["admin"]["listen"]
-    start = bool(listen) and dashboard
+    start = bool(listen) and (dashboard or scrape)
     if start and bind:
         problem = admin_bind_error(listen)
         if problem and "admin" in doc:
@@ -374,6 +389,7 @@ def assemble(
             log["syslog_facility"],
             log["syslog_format"],
             tcp=log["syslog_tcp"],
+            ident=log["syslog_ident"],
             capacity=cap,
             report=report,
         )
@@ -461,11 +477,33 @@ def learn_from(history: Any, hist: Mapping[str, Any], verbose: bool = False) -> 
             )
 
 
+def _metrics_only(obs: Observability) -> Starter | None:
+    """Without the dashboard extra: ``/metrics`` alone, from prometheus_client's server."""
+    registry = obs.registry
+    if registry is None:
+        return None
+
+    async def start(
+        snapshot: Callable[[int], list[dict[str, Any]]],
+        held: Callable[[], Mapping[str, int]],
+        live: Callable[[], Mapping[tuple[str, str], tuple[int, float, int]]] | None = None,
+        refusals: Callable[[], Mapping[str, int]] | None = None,
+    ) -> Any:
+        from .metricsserver import serve_metrics
+
+        if obs.metrics is not None:
+            obs.metrics.live = live
+            obs.metrics.refusals = refusals
+        return await serve_metrics(registry, obs.admin_listen, obs.admin_token, obs.admin_hosts)
+
+    return start
+
+
 def starter(obs: Observability, report: Report = _stderr) -> Starter | None:
     if not obs.admin_listen:
         return None
     if not _have("aiohttp") or not _have("pygal"):
-        return None  # the default listener follows the extra; an explicit one is checked below
+        return _metrics_only(obs)  # the default listener follows the extras
 
     async def start(
         snapshot: Callable[[int], list[dict[str, Any]]],

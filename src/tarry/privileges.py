@@ -204,3 +204,54 @@ def _whoami() -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def _can_write(path: Path, directory: bool) -> str | None:
+    """Why the current user could not write ``path`` (a file opened for
+    appending, or a directory to create files in), or None. Creates nothing."""
+    try:
+        target = path if directory or path.exists() else path.parent
+        while directory and not target.exists() and target != target.parent:
+            target = target.parent  # serve creates the missing directories
+        mode = os.W_OK | (os.X_OK if target.is_dir() else 0)
+    except OSError as exc:  # a directory on the way cannot be searched
+        return f"{path} is not writable by {_whoami()} ({exc.strerror or exc})"
+    if not os.access(target, mode):
+        return f"{path}: {target} is not writable by {_whoami()}"
+    return None
+
+
+def check_writable_as(target: Target | None, files: list[Path], dirs: list[Path]) -> str | None:
+    """What ``check-config`` sees of serve's files after the privilege drop: why
+    ``target`` (None: the current user) could not append to ``files`` or write
+    in ``dirs``, or None. As root, a child process becomes ``target`` to look."""
+    if target is None:
+        return _first_problem(files, dirs)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: switch for good, look, say, leave
+        os.close(read)
+        try:
+            switch(target)
+            problem = _first_problem(files, dirs) or ""
+        except PrivilegeError as exc:
+            problem = str(exc)
+        except BaseException as exc:  # the child must never return into the caller
+            problem = f"cannot check as {target.user}: {exc}"
+        os.write(write, problem.encode()[:4000])
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        said = f.read().decode()
+    os.waitpid(pid, 0)
+    return said or None
+
+
+def _first_problem(files: list[Path], dirs: list[Path]) -> str | None:
+    for path in files:
+        if problem := _can_write(path, False):
+            return problem
+    for path in dirs:
+        if problem := _can_write(path, True):
+            return problem
+    return None

@@ -20,6 +20,7 @@ import json
 import logging
 import logging.handlers
 import os
+import re
 import socket
 import sys
 import threading
@@ -342,6 +343,18 @@ def syslog_address(spec: str) -> str | tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+IDENT = re.compile(r"[A-Za-z0-9._/-]{1,32}")
+"""A syslog tag: RFC 3164 allows 32 alphanumerics; a space or ``[`` would break
+the ``ident[pid]:`` that filters anchor on."""
+
+
+def syslog_ident(value: str) -> str:
+    """``value`` if it can be a syslog tag, else ValueError naming the rule."""
+    if not IDENT.fullmatch(value):
+        raise ValueError(f"syslog ident {value!r}: 1 to 32 of A-Z a-z 0-9 . _ / -")
+    return value
+
+
 class _Handler(logging.handlers.SysLogHandler):
     """SysLogHandler whose sockets time out and whose errors are counted, not printed."""
 
@@ -384,10 +397,14 @@ class SyslogSink(ThreadedSink):
         facility: str = "daemon",
         fmt: str = "endlessh",
         tcp: bool = False,
+        ident: str = "tarry",
         **kw: object,
     ) -> None:
         super().__init__(**kw)  # type: ignore[arg-type]
         self.fmt = fmt
+        self.ident = ident
+        """The syslog tag: ``endlessh`` for ``tarry ssh``, so that filters anchored
+        on ``endlessh[pid]:`` match it as they match endlessh under systemd."""
         self.facility = FACILITIES[facility]
         self.address = syslog_address(address)
         self.tcp = tcp
@@ -401,10 +418,19 @@ class SyslogSink(ThreadedSink):
         else:
             socktype = None if isinstance(addr, str) else socket.SOCK_DGRAM
         handler = _Handler(self, address=addr, facility=self.facility, socktype=socktype)
-        handler.ident = f"tarry[{os.getpid()}]: "
+        handler.ident = f"{self.ident}[{os.getpid()}]: "
         if self.tcp:
             handler.append_nul = False
         return handler
+
+    def say(self, text: str) -> None:
+        """Send one line that is not an event (``tarry ssh``'s settings lines) now,
+        from the calling thread, with the same ident, PID and facility as events."""
+        if self.handler is None:
+            self.handler = self._handler()
+        tcp = self.tcp and not self.handler.unixsocket
+        msg = text + "\n" if tcp else text
+        self.handler.emit(logging.LogRecord("tarry", logging.INFO, "", 0, msg, None, None))
 
     def message(self, event: Event) -> str:
         if self.fmt == "json":
