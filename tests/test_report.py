@@ -338,11 +338,10 @@ def assert_no_formula(rows: list[list[str]]) -> None:
             assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), row
 
 
-def test_csv_neutralises_formulas_sent_by_a_real_client(tmp_path):
-    """User-Agents a spreadsheet would run, sent by curl to a real tarry: in the
-    CSV report each is a text cell starting with ', as OWASP advises."""
+def curl_history(tmp_path, requests: list[list[str]]):
+    """The history of a real tarry after one curl per request ([path, *curl args]),
+    all at once, each given up after 1 s."""
     import subprocess
-    import sys
 
     from support import need, start_tarry, wait_until
 
@@ -353,19 +352,29 @@ def test_csv_neutralises_formulas_sent_by_a_real_client(tmp_path):
         '[[tarpit]]\nprotocol = "http"\nlisten = ["127.0.0.1:0"]\ndelay = 0.2\n'
     )
     try:
-        url = f"http://127.0.0.1:{t.port('http')}/"
+        base = f"http://127.0.0.1:{t.port('http')}"
         clients = [
             subprocess.Popen(
-                [curl, "-sS", "-o", "/dev/null", "--max-time", "1", "-H", f"User-Agent: {ua}", url],
+                [curl, "-sS", "-o", "/dev/null", "--max-time", "1", *args, base + path],
                 stderr=subprocess.DEVNULL,
             )
-            for ua in FORMULAS
+            for path, *args in requests
         ]
         for c in clients:
             c.wait(timeout=20)
-        wait_until(lambda: t.count(r" CLOSE ") >= len(FORMULAS), 10, "a CLOSE per client")
+        wait_until(lambda: t.count(r" CLOSE ") >= len(requests), 10, "a CLOSE per client")
     finally:
         t.stop()
+    return db
+
+
+def test_csv_neutralises_formulas_sent_by_a_real_client(tmp_path):
+    """User-Agents a spreadsheet would run, sent by curl to a real tarry: in the
+    CSV report each is a text cell starting with ', as OWASP advises."""
+    import subprocess
+    import sys
+
+    db = curl_history(tmp_path, [["/", "-H", f"User-Agent: {ua}"] for ua in FORMULAS])
     result = subprocess.run(
         [sys.executable, "-m", "tarry", "report", "--db", str(db), "--format", "csv"],
         capture_output=True,
@@ -465,13 +474,21 @@ RICH = [
 ]
 
 
-@pytest.fixture(scope="module")
-def rich(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rich") / "h.sqlite3"
+def stored(path, events) -> str:
+    """A real SQLite history holding ``events``, written by the store tarry uses."""
     store = HistoryStore(path, retention_days=0)
     store.start()
-    for i, (start, proto, ip, dur, reason, notes) in enumerate(RICH):
-        store.emit(
+    for event in events:
+        store.emit(event)
+    store.close()
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def rich(tmp_path_factory):
+    return stored(
+        tmp_path_factory.mktemp("rich") / "h.sqlite3",
+        [
             Event(
                 kind=CLOSE,
                 time=start + dur,
@@ -484,9 +501,9 @@ def rich(tmp_path_factory):
                 notes=notes,
                 country="DE",
             )
-        )
-    store.close()
-    return str(path)
+            for i, (start, proto, ip, dur, reason, notes) in enumerate(RICH)
+        ],
+    )
 
 
 def test_by_protocol_reasons_and_what_was_said(rich):
@@ -581,43 +598,27 @@ def test_html_is_one_self_contained_page(rich, tmp_path):
     assert '<span id="sessions">6</span>' in out
     assert "/wp-login.php" in out and "b@example.org" in out
     # a peer's text is escaped, never markup
-    hostile = tmp_path / "h.sqlite3"
-    store = HistoryStore(hostile, retention_days=0)
-    store.start()
-    store.emit(
-        Event(
-            kind=CLOSE,
-            time=DAY1,
-            proto="http",
-            host="::ffff:192.0.2.1",
-            port=1,
-            duration=1.0,
-            notes=(("path", "/<script>alert(1)</script>"),),
-        )
+    hostile = stored(
+        tmp_path / "h.sqlite3",
+        [
+            Event(
+                kind=CLOSE,
+                time=DAY1,
+                proto="http",
+                host="::ffff:192.0.2.1",
+                port=1,
+                duration=1.0,
+                notes=(("path", "/<script>alert(1)</script>"),),
+            )
+        ],
     )
-    store.close()
-    _, out, _ = run("--db", str(hostile), "--format", "html")
+    _, out, _ = run("--db", hostile, "--format", "html")
     assert "<script>alert" not in out and "&lt;script&gt;alert(1)" in out
 
 
 def test_top_paths_sent_by_a_real_client(tmp_path):
     """curl asks a real tarry for a path; the report and the export name it."""
-    import subprocess
-
-    from support import need, start_tarry, wait_until
-
-    curl = need("curl")
-    db = tmp_path / "h.sqlite3"
-    t = start_tarry(
-        f'[history]\npath = "{db}"\nflush_interval = 0.1\n[admin]\nlisten = ""\n'
-        '[[tarpit]]\nprotocol = "http"\nlisten = ["127.0.0.1:0"]\ndelay = 0.2\n'
-    )
-    try:
-        url = f"http://127.0.0.1:{t.port('http')}/.env"
-        subprocess.run([curl, "-sS", "-o", "/dev/null", "--max-time", "1", url], timeout=20)
-        wait_until(lambda: t.count(r" CLOSE ") >= 1, 10, "a CLOSE")
-    finally:
-        t.stop()
+    db = curl_history(tmp_path, [["/.env"]])
     code, out, err = run("--db", str(db), "--format", "json")
     assert code == 0, err
     assert json.loads(out)["top_paths"] == [

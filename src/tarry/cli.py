@@ -22,7 +22,6 @@ from . import __version__, tls
 from .bait import Bait, TarpitSpec
 from .baits import registry
 from .config import (
-    DEFAULT_CONFIG,
     ENDLESSH_CONFIG,
     Config,
     ConfigError,
@@ -250,6 +249,7 @@ def serve(path: str | None) -> int:
             engine.add_tarpit(spec, bait, socks)
         announce(engine)
         admin = await _start_admin(engine, start_admin, explicit="admin" in cfg.sections)
+        print(stores_line(cfg, admin), flush=True)
 
         def reload() -> None:
             if path is None:
@@ -276,8 +276,13 @@ def serve(path: str | None) -> int:
                 return
             engine.write_timeout = new.write_timeout
             engine.set_max_clients(new.max_clients)
+            from .changes import changes
+
+            said = changes(current[0], new)
             current[0] = new
-            engine.log(f"reloaded {path}")
+            engine.log(f"reloaded {path}: {len(said) or 'no'} change(s)")
+            for line in said:
+                engine.log(f"reload: {line}")
             announce(engine)
 
         try:
@@ -323,6 +328,14 @@ async def _start_admin(
         f"{stamp(time.time())} ADMIN listener={admin.host}:{admin.port} url={admin.url}", flush=True
     )
     return admin
+
+
+def stores_line(cfg: Config, admin: Any) -> str:
+    """The one line that says where the history goes and where the dashboard is."""
+    from .observe import history_where
+
+    url = admin.url if admin is not None else "off"
+    return f"{stamp(time.time())} OBSERVE history={history_where(cfg.sections)} admin={url}"
 
 
 def announce(engine: Engine) -> None:
@@ -553,7 +566,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return serve(args.config)
     if args.command == "default-config":
-        sys.stdout.write(DEFAULT_CONFIG)
+        from .fullconfig import text
+
+        sys.stdout.write(text())
         return 0
     if args.command == "check-config":
         return check_config(args.file, bind=not args.no_bind)

@@ -204,6 +204,21 @@ def settings(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def history_where(doc: Mapping[str, Any]) -> str:
+    """Where the history is written, for the start-up line: a path, a URL with
+    its password hidden, or "off"."""
+    hist = settings(doc)["history"]
+    if not hist["enabled"]:
+        return "off"
+    if hist["url"]:
+        from .pghistory import redact
+
+        return redact(hist["url"])
+    from .history import default_path
+
+    return str(hist["path"] or default_path())
+
+
 def _have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 

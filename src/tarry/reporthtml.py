@@ -47,6 +47,31 @@ def chart_data(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# the page's tables: title, report section, and (heading, key) per column
+TABLES: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    ("By protocol", "by_proto", (("proto", "proto"), ("sessions", "sessions"),
+        ("unique IPs", "unique_ips"), ("time wasted", "seconds"))),
+    ("Disconnect reasons", "reasons", (("proto", "proto"), ("reason", "reason"),
+        ("sessions", "sessions"))),
+    *((section.replace("_", " ").capitalize(), section, ((label, label), ("sessions", "sessions")))
+      for section, _key, label in NOTE_TOPS),
+    ("Top credentials tried", "top_credentials", (("proto", "proto"), ("user", "user"),
+        ("password", "password"), ("sessions", "sessions"))),
+    ("Top IPs (by time wasted)", "top_ips", (("ip", "ip"), ("country", "country"),
+        ("sessions", "sessions"), ("time wasted", "seconds"))),
+    ("Seconds held by client family", "by_family", (("proto", "proto"), ("family", "family"),
+        ("sessions", "sessions"), ("time wasted", "seconds"))),
+)  # fmt: skip
+
+
+def _cell(row: dict[str, Any], key: str) -> Any:
+    if key == "seconds":
+        return human(row[key])
+    if key == "country":
+        return row[key] or "unknown"
+    return row[key]
+
+
 def _table(title: str, header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(
         f'<th class="n">{html.escape(h)}</th>' if i else f"<th>{html.escape(h)}</th>"
@@ -86,51 +111,8 @@ def page(data: dict[str, Any]) -> str:
     s, rng = data["summary"], data["range"]
     span = f"{rng['since'] or 'the beginning'} to {rng['until'] or 'now'} (UTC)"
     tables = [
-        _table(
-            "By protocol",
-            ["proto", "sessions", "unique IPs", "time wasted"],
-            [
-                [r["proto"], r["sessions"], r["unique_ips"], human(r["seconds"])]
-                for r in data["by_proto"]
-            ],
-        ),
-        _table(
-            "Disconnect reasons",
-            ["proto", "reason", "sessions"],
-            [[r["proto"], r["reason"], r["sessions"]] for r in data["reasons"]],
-        ),
-        *(
-            _table(
-                section.replace("_", " ").capitalize(),
-                [label, "sessions"],
-                [[r[label], r["sessions"]] for r in data[section]],
-            )
-            for section, _key, label in NOTE_TOPS
-        ),
-        _table(
-            "Top credentials tried",
-            ["proto", "user", "password", "sessions"],
-            [
-                [r["proto"], r["user"], r["password"], r["sessions"]]
-                for r in data["top_credentials"]
-            ],
-        ),
-        _table(
-            "Top IPs (by time wasted)",
-            ["ip", "country", "sessions", "time wasted"],
-            [
-                [r["ip"], r["country"] or "unknown", r["sessions"], human(r["seconds"])]
-                for r in data["top_ips"]
-            ],
-        ),
-        _table(
-            "Seconds held by client family",
-            ["proto", "family", "sessions", "time wasted"],
-            [
-                [r["proto"], r["family"], r["sessions"], human(r["seconds"])]
-                for r in data["by_family"]
-            ],
-        ),
+        _table(title, [h for h, _k in cols], [[_cell(r, k) for _h, k in cols] for r in data[key]])
+        for title, key, cols in TABLES
     ]
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
