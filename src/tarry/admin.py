@@ -191,6 +191,7 @@ class Admin:
                 for f, v in sorted(s.family_seconds.items(), key=lambda kv: -kv[1])[:10]
             ],
             "clients": [client_row(c, self.lookup) for c in self.snapshot(limit)],
+            "recent": list(reversed(s.recent))[:limit],
         }
         if self.history_totals is not None:
             n, secs = self.history_totals

@@ -511,6 +511,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "ssh":
         return ssh_main(argv[1:])
+    if argv and argv[0] == "top":
+        from .top import top_main
+
+        return top_main(argv[1:])
     if argv and argv[0] == "report":
         from .report import report_main
 
@@ -542,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         add_help=False,
     )
     sub.add_parser("report", help="summarise the history store (tarry report -h)", add_help=False)
+    sub.add_parser("top", help="a live view of a running tarry (tarry top -h)", add_help=False)
     sub.add_parser(
         "default-config",
         help="print the embedded default config",
