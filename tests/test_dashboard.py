@@ -19,7 +19,7 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 CHARTS_READY = """() => {
   const held = [...document.querySelectorAll('.tile')]
-    .find(t => t.querySelector('.k').textContent === 'held now');
+    .find(t => t.querySelector('.k').firstChild.textContent === 'held now');
   if (!held || Number(held.querySelector('.v').textContent) < %d) return false;
   const bars = name => document.querySelectorAll(
     `#chart-${name} svg .series .reactive`).length;

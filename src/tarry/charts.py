@@ -94,7 +94,7 @@ def render(name: str, data: dict[str, Any]) -> str:
         series: dict[str, list[int]] = data["series"]
         chart = pygal.StackedBar(
             **_config(
-                title=data.get("title", "Connections per minute (UTC)"),
+                title=data.get("title", "Connections per minute, last 3 h (UTC)"),
                 x_label_rotation=0,
                 show_minor_x_labels=False,
                 x_labels_major_every=max(1, len(labels) // 6),
@@ -111,7 +111,7 @@ def render(name: str, data: dict[str, Any]) -> str:
         durations: dict[str, list[int]] = data["durations"]
         chart = pygal.StackedBar(
             **_config(
-                title=data.get("durations_title", "Hold durations (closed sessions)"),
+                title=f"Hold durations ({data.get('range', 'since start')})",
                 style=_style(tuple(colour(p) for p in durations) or PALETTE),
                 **_ticks([("", sum(c)) for c in zip(*durations.values(), strict=True)]),
             )
@@ -122,7 +122,11 @@ def render(name: str, data: dict[str, Any]) -> str:
     elif name == "countries":
         top = [(cc, n) for cc, n in data["countries"] if cc and cc != "??"][:10]
         chart = pygal.HorizontalBar(
-            **_config(title="Top countries (connections)", show_legend=False, **_ticks(top))
+            **_config(
+                title=f"Top countries ({data.get('range', 'since start')})",
+                show_legend=False,
+                **_ticks(top),
+            )
         )
         chart.x_labels = [cc for cc, _n in reversed(top)]
         if top:
@@ -130,7 +134,11 @@ def render(name: str, data: dict[str, Any]) -> str:
     elif name == "software":
         top = data["families"][:10]
         chart = pygal.HorizontalBar(
-            **_config(title="Top client software", show_legend=False, **_ticks(top))
+            **_config(
+                title=f"Top client software ({data.get('range', 'since start')})",
+                show_legend=False,
+                **_ticks(top),
+            )
         )
         chart.x_labels = [f for f, _n in reversed(top)]
         if top:
@@ -138,7 +146,13 @@ def render(name: str, data: dict[str, Any]) -> str:
     elif name == "world":
         from pygal_maps_world.maps import World
 
-        chart = World(**_config(title="Connections by country", show_legend=False, height=360))
+        chart = World(
+            **_config(
+                title=f"Connections by country ({data.get('range', 'since start')})",
+                show_legend=False,
+                height=360,
+            )
+        )
         values = {cc.lower(): n for cc, n in data["countries"] if len(cc) == 2 and cc != "??"}
         if values:
             chart.add("connections", values)

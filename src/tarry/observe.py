@@ -239,6 +239,7 @@ class Observability:
     admin_listen: str
     admin_token: str
     admin_hosts: tuple[str, ...] = ()
+    history_source: str = ""  # the history's file or URL, for the dashboard to read
 
 
 def admin_bind_error(listen: str) -> str | None:
@@ -397,12 +398,13 @@ def assemble(
 
     hist = cfg["history"]
     history = None
+    where: Any = ""
     if hist["enabled"]:
         from .history import HistoryError, HistoryStore, default_path
 
         try:
             store: Any = HistoryStore
-            where: Any = hist["path"] or default_path()
+            where = hist["path"] or default_path()
             if hist["url"]:
                 from .pghistory import PgHistoryStore
 
@@ -455,6 +457,7 @@ def assemble(
         admin["listen"],
         admin["token"],
         tuple(admin["hosts"]),
+        str(where) if history is not None else "",
     )
 
 
@@ -506,7 +509,15 @@ def starter(obs: Observability, report: Report = _stderr) -> Starter | None:
         if obs.metrics is not None:
             obs.metrics.live = live
             obs.metrics.refusals = refusals
+        history_report = None
+        if obs.history is not None:
+            from functools import partial
+
+            from .report import dashboard
+
+            history_report = partial(dashboard, obs.history_source)
         admin = Admin(
+            history_report=history_report,
             stats=obs.stats,
             snapshot=snapshot,
             held=held,

@@ -488,6 +488,18 @@ def collect(
     return out
 
 
+def dashboard(target: str | Path, top: int = 10, recent: int = 20) -> dict[str, Any]:
+    """All the history as the dashboard shows it: ``tarry report --format json
+    --top 10`` and the ``recent`` newest sessions. Blocking: run it in a thread."""
+    db = open_db(target)
+    try:
+        data = collect(db, None, None, (), top, "hour")
+        data["recent"] = list(sessions(db, None, None, (), (), newest=recent))
+    finally:
+        db.close()
+    return data
+
+
 def known_protocols(db: Db) -> list[str]:
     """The protocols this tarry has baits for, and any other the history holds."""
     from .baits import registry
@@ -497,12 +509,17 @@ def known_protocols(db: Db) -> list[str]:
 
 
 def sessions(db: Db, since: float | None, until: float | None, protos: Sequence[str],
-             hosts: Sequence[str]) -> Iterator[dict[str, Any]]:  # fmt: skip
-    """Every session in the range, oldest first, as plain dicts (notes decoded)."""
+             hosts: Sequence[str], newest: int = 0) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Every session in the range, oldest first, as plain dicts (notes decoded);
+    with ``newest``, only that many, newest first."""
     where, args = _where(db, since, until, protos, hosts)
     cols = ", ".join(f'"{c}"' if c == "end" else c for c in SESSION_COLUMNS)
     cols = cols.replace("host", f"{db.host} AS host", 1)
-    for r in db.stream(f"SELECT {cols} FROM {{t}} WHERE {where} ORDER BY start, ip, port", args):
+    order = "start, ip, port"
+    if newest:
+        order = "start DESC, ip, port LIMIT ?"
+        args = [*args, newest]
+    for r in db.stream(f"SELECT {cols} FROM {{t}} WHERE {where} ORDER BY {order}", args):
         row = dict(zip(SESSION_COLUMNS, r, strict=True))
         row["start"], row["end"] = _iso_ms(row["start"]), _iso_ms(row["end"])
         row["duration"] = round(float(row["duration"]), 3)

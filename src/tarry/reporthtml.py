@@ -37,7 +37,7 @@ def chart_data(data: dict[str, Any]) -> dict[str, Any]:
     protos = sorted({p for r in act for p in r["protocols"]})
     return {
         "title": f"Connections per {key} (UTC)",
-        "durations_title": "Hold durations",
+        "range": "this report",
         "minutes": [],
         "labels": [r[key] for r in act],
         "series": {p: [r["protocols"].get(p, 0) for r in act] for p in protos},
