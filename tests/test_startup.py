@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import urllib.request
+
+import pytest
 
 from support import start_tarry, wait_until
 from tarry.changes import changes
@@ -81,3 +84,32 @@ def test_changes_between_two_configs():
         "workers changed: applies at the next start",
     ]
     assert changes(old, old) == []
+
+
+def _libraries(pid: int) -> str:
+    with open(f"/proc/{pid}/maps") as f:
+        return f.read()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the preload happens before a switch from root")
+def test_a_config_loads_only_the_libraries_it_uses():
+    """As root, tarry loads before the switch what its config needs, and nothing
+    more: with the dashboard and the history off, no aiohttp and no SQLite are
+    mapped; with them on, both are (loaded while still root)."""
+    off = start_tarry(
+        '[history]\nenabled = false\n[admin]\nlisten = ""\n[privileges]\nuser = "nobody"\n'
+        'group = "nogroup"\n' + SSH.format(delay=1.0)
+    )
+    on = start_tarry(
+        '[admin]\nlisten = "127.0.0.1:0"\n[privileges]\nuser = "nobody"\ngroup = "nogroup"\n'
+        + SSH.format(delay=1.0)
+    )
+    try:
+        off.wait_for(r" OBSERVE ", timeout=10)
+        on.wait_for(r" OBSERVE ", timeout=10)
+        maps_off, maps_on = _libraries(off.proc.pid), _libraries(on.proc.pid)
+        assert "aiohttp" not in maps_off and "_sqlite3" not in maps_off
+        assert "aiohttp" in maps_on and "_sqlite3" in maps_on
+    finally:
+        off.stop()
+        on.stop()

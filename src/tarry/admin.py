@@ -21,6 +21,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = ["DEFAULT_LISTEN", "TOKEN_MIN", "bind_error", "is_loopback", "split_listen"]
+
+from .adminbind import DEFAULT_LISTEN, TOKEN_MIN, bind_error, is_loopback, split_listen
 from .adminguard import Gate, aiohttp_limits, guarded  # before a privilege drop
 from .charts import OTHER_COLOURS, PROTO_COLOURS
 from .geo import Lookup
@@ -31,58 +34,16 @@ from .stats import LiveStats
 Snapshot = Callable[[int], list[dict[str, Any]]]
 Held = Callable[[], Mapping[str, int]]
 
-DEFAULT_LISTEN = "127.0.0.1:8787"
 COOKIE = "tarry_token"
 CHART_MIN_AGE = {"world": 15.0}  # seconds a chart is reused even when data changed
 CHART_DEFAULT_AGE = 2.0
 CLIENTS_MAX = 1000  # rows one /api/clients request may ask for
 CLIENTS_TTL = 1.0  # seconds an /api/clients answer is shared by callers
-TOKEN_MIN = 16  # characters of a token that guards a public bind
 HISTORY_TTL = 5.0  # seconds a read of the whole history is shared by every caller
 
 
 class AdminError(Exception):
     """The admin listener cannot start; the text is one line for the operator."""
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` into its parts; raises ValueError with the reason."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host:
-        raise ValueError("must be host:port, e.g. 127.0.0.1:8787")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"port {port!r} is not a number from 0 to 65535")
-    return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def bind_error(listen: str, token: str) -> str | None:
-    """Why ``listen`` may not be used with ``token``, or None."""
-    try:
-        host, _port = split_listen(listen)
-    except ValueError as exc:
-        return f"admin.listen = {listen!r}: {exc}"
-    if not is_loopback(host) and not token:
-        return (
-            f"admin.listen = {listen!r} is not a loopback address: "
-            "set admin.token to a secret to expose the dashboard, or listen on 127.0.0.1"
-        )
-    if not is_loopback(host) and len(token) < TOKEN_MIN:
-        return (
-            f"admin.token: a token that guards a public address must have at least "
-            f"{TOKEN_MIN} characters (got {len(token)})"
-        )
-    return None
 
 
 def host_allowed(header: str | None, names: frozenset[str]) -> bool:

@@ -16,9 +16,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import __version__, tls
+from . import __version__
 from .bait import Bait, TarpitSpec
 from .baits import registry
 from .config import (
@@ -36,6 +36,9 @@ from .events import Bus, Sink, listen_line, stamp
 from .net import BindError, bind_listener
 from .systemd import Activation, ActivationError, Notifier, listen_fds, monotonic_usec
 
+if TYPE_CHECKING:
+    from .observe import Preflight
+
 
 def fail(message: str, code: int = 1) -> NoReturn:
     print(f"tarry: {message}", file=sys.stderr)
@@ -47,9 +50,16 @@ def make_baits(specs: list[TarpitSpec], where: Callable[[int, TarpitSpec], str])
     for i, spec in enumerate(specs, 1):
         try:
             bait = registry()[spec.protocol].make(spec)
-            # TLS (implicit or STARTTLS) wraps any bait whose spec asks for it.
-            baits.append(tls.wrap(spec, bait, warn=_warner(where(i, spec))))
-        except (ConfigError, tls.CertError) as exc:
+            if spec.options.get("tls") or spec.options.get("starttls"):
+                from . import tls  # ssl and certificates only for a config that uses them
+
+                # TLS (implicit or STARTTLS) wraps any bait whose spec asks for it.
+                try:
+                    bait = tls.wrap(spec, bait, warn=_warner(where(i, spec)))
+                except tls.CertError as exc:
+                    raise ConfigError(str(exc)) from None
+            baits.append(bait)
+        except ConfigError as exc:
             raise ConfigError(f"{where(i, spec)}{exc}") from None
     return baits
 
@@ -164,18 +174,29 @@ def _event_loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | 
     return uvloop.new_event_loop
 
 
-def _drop_privileges(cfg: Config) -> None:
-    """As root: hand over the state directory, then become [privileges] user."""
-    from .history import default_path
+def _drop_privileges(cfg: Config, checked: Preflight | None = None) -> None:
+    """As root: hand over the state directory, load what the config uses
+    (``checked`` is what observe.preflight found), then become [privileges] user."""
+    from .observe import modules
     from .paths import state_dir
     from .privileges import PrivilegeError, drop
+
+    needs = modules(cfg.sections, checked)
+    if any(s.options.get("tls") or s.options.get("starttls") for s in cfg.tarpits):
+        needs += ["tarry.tls", "ssl"]
+    if cfg.loop != "asyncio":
+        needs.append("uvloop")
+    if cfg.workers > 1:
+        needs += ["tarry.workers", "pickle"]
 
     history = cfg.sections.get("history", {})
     writable = []
     if history.get("enabled", True):
+        from .history import default_path
+
         writable.append(Path(history.get("path") or default_path()).parent)
     try:
-        done = drop(cfg.user, cfg.group, cfg.allow_root, state_dir(), writable)
+        done = drop(cfg.user, cfg.group, cfg.allow_root, state_dir(), writable, needs)
     except PrivilegeError as exc:
         fail(f"{cfg.path}: {exc}")
     if done:
@@ -231,7 +252,7 @@ def serve(path: str | None) -> int:
         checked = preflight(cfg.sections)  # as check-config does, and before the switch
     except ObserveError as exc:
         fail(f"{cfg.path}: {exc}")
-    _drop_privileges(cfg)
+    _drop_privileges(cfg, checked)
     try:
         sinks, start_admin = build(cfg.sections, stdout=sys.stdout, checked=checked)
     except ObserveError as exc:

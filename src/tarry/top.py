@@ -182,7 +182,7 @@ def admin_url(config: str | None) -> str:
     """The dashboard's URL from a tarry.toml's [admin] listen, or the default."""
     if not config:
         return DEFAULT_URL
-    from .admin import split_listen
+    from .adminbind import split_listen
     from .config import ConfigError, load
 
     try:
