@@ -28,14 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from sshmem import rss
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def free_port() -> int:
@@ -71,7 +66,7 @@ def measure(argv: list[str], port: int, settle: float, env: dict[str, str]) -> i
                 raise RuntimeError(f"{argv[0]} did not listen on {port}")
             time.sleep(0.05)
         time.sleep(settle)
-        return rss_kb(proc.pid)
+        return rss(proc.pid) // 1024
     finally:
         proc.terminate()
         try:

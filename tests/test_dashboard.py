@@ -30,6 +30,14 @@ CHARTS_READY = """() => {
 }"""
 
 
+def launch(playwright):
+    """Debian's chromium, headless, no browser download; playwright gives it a fresh profile."""
+    return playwright.chromium.launch(
+        executable_path="/usr/bin/chromium",
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    )
+
+
 def ssh_client(port: int) -> subprocess.Popen:
     return subprocess.Popen(
         ssh_argv(port, "-o", "ConnectTimeout=60"),
@@ -88,10 +96,7 @@ mmdb = "{mmdb}"
         ARTIFACTS.mkdir(exist_ok=True)
         with sync_playwright() as p:
             # Debian's chromium, no browser download; playwright gives it a fresh profile.
-            browser = p.chromium.launch(
-                executable_path="/usr/bin/chromium",
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            )
+            browser = launch(p)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1500})
                 page.goto(f"http://127.0.0.1:{admin}/")

@@ -20,6 +20,7 @@ import pytest
 from support import need, need_module, start_tarry, wait_until
 from tarry.events import CLOSE, Event
 from tarry.history import HistoryStore
+from test_dashboard import launch
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 T0 = time.time() - 86400  # inside the default retention of 90 days
@@ -134,10 +135,7 @@ def test_dashboard_layout_and_figures_at_three_widths(tmp_path):
         assert want["summary"]["sessions"] == len(KNOWN) + 1
         ARTIFACTS.mkdir(exist_ok=True)
         with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path="/usr/bin/chromium",
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            )
+            browser = launch(p)
             try:
                 for width in (400, 1024, 1600):
                     page = browser.new_page(viewport={"width": width, "height": 900})
