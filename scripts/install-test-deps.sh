@@ -9,7 +9,7 @@ declare -A NEED=(
   [ssh]=openssh-client [dbclient]=dropbear-bin [plink]=putty-tools [swaks]=swaks
   [chromium]=chromium [systemd-socket-activate]=systemd [prometheus]=prometheus
   [curl]=curl [wget]=wget [openssl]=openssl [ss]=iproute2 [setpriv]=util-linux
-  [fail2ban-regex]=fail2ban [rsyslogd]=rsyslog
+  [fail2ban-regex]=fail2ban [rsyslogd]=rsyslog [tmux]=tmux [endlessh]=endlessh
 )
 missing=()
 for prog in "${!NEED[@]}"; do

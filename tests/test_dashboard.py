@@ -19,7 +19,7 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 CHARTS_READY = """() => {
   const held = [...document.querySelectorAll('.tile')]
-    .find(t => t.querySelector('.k').textContent === 'held now');
+    .find(t => t.querySelector('.k').firstChild.textContent === 'held now');
   if (!held || Number(held.querySelector('.v').textContent) < %d) return false;
   const bars = name => document.querySelectorAll(
     `#chart-${name} svg .series .reactive`).length;
@@ -28,6 +28,14 @@ CHARTS_READY = """() => {
     && document.querySelectorAll('#chart-world svg .country.series').length > 0
     && document.querySelectorAll('#clients tbody tr').length >= %d;
 }"""
+
+
+def launch(playwright):
+    """Debian's chromium, headless, no browser download; playwright gives it a fresh profile."""
+    return playwright.chromium.launch(
+        executable_path="/usr/bin/chromium",
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    )
 
 
 def ssh_client(port: int) -> subprocess.Popen:
@@ -88,10 +96,7 @@ mmdb = "{mmdb}"
         ARTIFACTS.mkdir(exist_ok=True)
         with sync_playwright() as p:
             # Debian's chromium, no browser download; playwright gives it a fresh profile.
-            browser = p.chromium.launch(
-                executable_path="/usr/bin/chromium",
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            )
+            browser = launch(p)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1500})
                 page.goto(f"http://127.0.0.1:{admin}/")

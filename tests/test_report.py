@@ -338,11 +338,10 @@ def assert_no_formula(rows: list[list[str]]) -> None:
             assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), row
 
 
-def test_csv_neutralises_formulas_sent_by_a_real_client(tmp_path):
-    """User-Agents a spreadsheet would run, sent by curl to a real tarry: in the
-    CSV report each is a text cell starting with ', as OWASP advises."""
+def curl_history(tmp_path, requests: list[list[str]]):
+    """The history of a real tarry after one curl per request ([path, *curl args]),
+    all at once, each given up after 1 s."""
     import subprocess
-    import sys
 
     from support import need, start_tarry, wait_until
 
@@ -353,19 +352,29 @@ def test_csv_neutralises_formulas_sent_by_a_real_client(tmp_path):
         '[[tarpit]]\nprotocol = "http"\nlisten = ["127.0.0.1:0"]\ndelay = 0.2\n'
     )
     try:
-        url = f"http://127.0.0.1:{t.port('http')}/"
+        base = f"http://127.0.0.1:{t.port('http')}"
         clients = [
             subprocess.Popen(
-                [curl, "-sS", "-o", "/dev/null", "--max-time", "1", "-H", f"User-Agent: {ua}", url],
+                [curl, "-sS", "-o", "/dev/null", "--max-time", "1", *args, base + path],
                 stderr=subprocess.DEVNULL,
             )
-            for ua in FORMULAS
+            for path, *args in requests
         ]
         for c in clients:
             c.wait(timeout=20)
-        wait_until(lambda: t.count(r" CLOSE ") >= len(FORMULAS), 10, "a CLOSE per client")
+        wait_until(lambda: t.count(r" CLOSE ") >= len(requests), 10, "a CLOSE per client")
     finally:
         t.stop()
+    return db
+
+
+def test_csv_neutralises_formulas_sent_by_a_real_client(tmp_path):
+    """User-Agents a spreadsheet would run, sent by curl to a real tarry: in the
+    CSV report each is a text cell starting with ', as OWASP advises."""
+    import subprocess
+    import sys
+
+    db = curl_history(tmp_path, [["/", "-H", f"User-Agent: {ua}"] for ua in FORMULAS])
     result = subprocess.run(
         [sys.executable, "-m", "tarry", "report", "--db", str(db), "--format", "csv"],
         capture_output=True,
@@ -426,3 +435,203 @@ def test_seconds_held_by_client_family(db):
     assert [f["seconds"] for f in fams] == sorted((f["seconds"] for f in fams), reverse=True)
     code, text, _ = run("--db", db)
     assert "Seconds held by client family" in text
+
+
+# (start, proto, ip, duration, reason, notes): what the baits record (tarry.baits.*)
+RICH = [
+    (DAY1, "http", "192.0.2.10", 30.0, "closed", (("path", "/wp-login.php"),)),
+    (DAY1 + 5, "http", "192.0.2.11", 10.0, "reset", (("path", "/wp-login.php"),)),
+    (DAY1 + 70, "http", "192.0.2.11", 5.0, "timeout", (("path", "=cmd|' /C calc'!A0"),)),
+    (
+        DAY1 + 80,
+        "smtp",
+        "192.0.2.12",
+        300.0,
+        "closed",
+        (
+            ("mail_from", "spam@example.net"),
+            ("rcpt_to", "a@example.org,b@example.org"),
+            ("auth_user", "admin"),
+            ("auth_pass", "123456"),
+        ),
+    ),
+    (
+        DAY1 + 200,
+        "smtp",
+        "192.0.2.13",
+        100.0,
+        "closed",
+        (("mail_from", "spam@example.net"), ("rcpt_to", "a@example.org")),
+    ),
+    (
+        DAY1 + 260,
+        "ssh",
+        "192.0.2.14",
+        50.0,
+        "closed",
+        (("auth_user", "root"), ("auth_pass", "root")),
+    ),
+]
+
+
+def stored(path, events) -> str:
+    """A real SQLite history holding ``events``, written by the store tarry uses."""
+    store = HistoryStore(path, retention_days=0)
+    store.start()
+    for event in events:
+        store.emit(event)
+    store.close()
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def rich(tmp_path_factory):
+    return stored(
+        tmp_path_factory.mktemp("rich") / "h.sqlite3",
+        [
+            Event(
+                kind=CLOSE,
+                time=start + dur,
+                proto=proto,
+                host="::ffff:" + ip,
+                port=50000 + i,
+                duration=dur,
+                sent=7,
+                reason=reason,
+                notes=notes,
+                country="DE",
+            )
+            for i, (start, proto, ip, dur, reason, notes) in enumerate(RICH)
+        ],
+    )
+
+
+def test_by_protocol_reasons_and_what_was_said(rich):
+    code, out, err = run("--db", rich, "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert [(r["proto"], r["sessions"], r["seconds"]) for r in data["by_proto"]] == [
+        ("smtp", 2, 400.0),
+        ("ssh", 1, 50.0),
+        ("http", 3, 45.0),
+    ]
+    reasons = {(r["proto"], r["reason"]): r["sessions"] for r in data["reasons"]}
+    assert reasons == {
+        ("smtp", "closed"): 2,
+        ("ssh", "closed"): 1,
+        ("http", "closed"): 1,
+        ("http", "reset"): 1,
+        ("http", "timeout"): 1,
+    }
+    assert data["top_paths"] == [
+        {"path": "/wp-login.php", "sessions": 2, "seconds": 40.0},
+        {"path": "=cmd|' /C calc'!A0", "sessions": 1, "seconds": 5.0},
+    ]
+    assert data["top_senders"] == [{"sender": "spam@example.net", "sessions": 2, "seconds": 400.0}]
+    assert data["top_recipients"] == [
+        {"recipient": "a@example.org", "sessions": 2, "seconds": 400.0},
+        {"recipient": "b@example.org", "sessions": 1, "seconds": 300.0},
+    ]
+    creds = {(r["proto"], r["user"], r["password"]) for r in data["top_credentials"]}
+    assert creds == {("smtp", "admin", "123456"), ("ssh", "root", "root")}
+    _, table, _ = run("--db", rich)
+    for title in ("By protocol", "Disconnect reasons", "Top HTTP paths", "Top SMTP recipients"):
+        assert title in table
+    assert "b@example.org" in table and "/wp-login.php" in table
+
+
+def test_activity_per_minute_by_protocol(rich):
+    code, out, _ = run("--db", rich, "--format", "json", "--by", "minute")
+    assert code == 0
+    act = [(r["minute"], r["sessions"], r["protocols"]) for r in json.loads(out)["activity"]]
+    assert act == [
+        ("2026-11-01 10:00", 2, {"http": 2}),
+        ("2026-11-01 10:01", 2, {"http": 1, "smtp": 1}),
+        ("2026-11-01 10:03", 1, {"smtp": 1}),
+        ("2026-11-01 10:04", 1, {"ssh": 1}),
+    ]
+
+
+def test_sessions_export_csv_and_json_lines(rich):
+    code, out, err = run("--db", rich, "--sessions", "--proto", "http")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["ip"], r["reason"], r["duration"]) for r in rows] == [
+        ("192.0.2.10", "closed", "30.0"),
+        ("192.0.2.11", "reset", "10.0"),
+        ("192.0.2.11", "timeout", "5.0"),
+    ]
+    assert rows[0]["start"] == "2026-11-01T10:00:00.000Z"
+    assert json.loads(rows[0]["notes"]) == {"path": "/wp-login.php"}
+    # a peer's path cannot become a formula, in any cell of the export
+    assert_no_formula(csv_rows(out))
+    assert [r["path"] for r in rows] == ["/wp-login.php", "/wp-login.php", "'=cmd|' /C calc'!A0"]
+    code, out, _ = run(
+        "--db", rich, "--sessions", "--format", "json", "--since", "2026-11-01T10:01"
+    )
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 4
+    first = json.loads(lines[0])
+    assert first["proto"] == "http" and first["notes"]["path"] == "=cmd|' /C calc'!A0"
+    assert json.loads(lines[1])["notes"]["rcpt_to"] == "a@example.org,b@example.org"
+    code, _, err = run("--db", rich, "--sessions", "--format", "table")
+    assert code == 2 and err.count("\n") == 1 and "--sessions writes csv or json" in err
+
+
+def test_an_unknown_protocol_is_an_error_naming_the_known_ones(rich):
+    code, out, err = run("--db", rich, "--proto", "ssh,ftp")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "unknown protocol 'ftp'" in err and "(known: http, smtp, ssh)" in err
+    # a known protocol that held nobody in this history is an empty report, not an error
+    code, out, _ = run("--db", rich, "--proto", "ssh", "--since", "2026-11-02", "--format", "json")
+    assert code == 0 and json.loads(out)["summary"]["sessions"] == 0
+
+
+def test_html_is_one_self_contained_page(rich, tmp_path):
+    code, out, err = run("--db", rich, "--format", "html")
+    assert code == 0, err
+    assert out.startswith("<!doctype html>") and out.count("<svg") == 5
+    # nothing to fetch: no script, stylesheet or image from elsewhere
+    for needle in ("<script src", "<link", "<img", "@import", "url("):
+        assert needle not in out
+    assert '<span id="sessions">6</span>' in out
+    assert "/wp-login.php" in out and "b@example.org" in out
+    # a peer's text is escaped, never markup
+    hostile = stored(
+        tmp_path / "h.sqlite3",
+        [
+            Event(
+                kind=CLOSE,
+                time=DAY1,
+                proto="http",
+                host="::ffff:192.0.2.1",
+                port=1,
+                duration=1.0,
+                notes=(("path", "/<script>alert(1)</script>"),),
+            )
+        ],
+    )
+    _, out, _ = run("--db", hostile, "--format", "html")
+    assert "<script>alert" not in out and "&lt;script&gt;alert(1)" in out
+
+
+def test_top_paths_sent_by_a_real_client(tmp_path):
+    """curl asks a real tarry for a path; the report and the export name it."""
+    db = curl_history(tmp_path, [["/.env"]])
+    code, out, err = run("--db", str(db), "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["top_paths"] == [
+        {"path": "/.env", "sessions": 1, "seconds": json.loads(out)["top_paths"][0]["seconds"]}
+    ]
+    _, out, _ = run("--db", str(db), "--sessions", "--format", "json")
+    assert json.loads(out)["notes"]["path"] == "/.env"
+
+
+@pytest.mark.parametrize("peak", [0, 1, 3, 7, 12, 99, 101, 4321])
+def test_count_axes_have_whole_number_ticks(peak):
+    from tarry.charts import int_ticks
+
+    ticks = int_ticks(peak)
+    assert all(isinstance(t, int) for t in ticks) and ticks[0] == 0
+    assert ticks == sorted(set(ticks)) and ticks[-1] >= peak and len(ticks) <= 7

@@ -21,7 +21,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = ["DEFAULT_LISTEN", "TOKEN_MIN", "bind_error", "is_loopback", "split_listen"]
+
+from .adminbind import DEFAULT_LISTEN, TOKEN_MIN, bind_error, is_loopback, split_listen
 from .adminguard import Gate, aiohttp_limits, guarded  # before a privilege drop
+from .charts import OTHER_COLOURS, PROTO_COLOURS
 from .geo import Lookup
 from .metrics import Live
 from .net import unmapped
@@ -30,57 +34,16 @@ from .stats import LiveStats
 Snapshot = Callable[[int], list[dict[str, Any]]]
 Held = Callable[[], Mapping[str, int]]
 
-DEFAULT_LISTEN = "127.0.0.1:8787"
 COOKIE = "tarry_token"
 CHART_MIN_AGE = {"world": 15.0}  # seconds a chart is reused even when data changed
 CHART_DEFAULT_AGE = 2.0
 CLIENTS_MAX = 1000  # rows one /api/clients request may ask for
 CLIENTS_TTL = 1.0  # seconds an /api/clients answer is shared by callers
-TOKEN_MIN = 16  # characters of a token that guards a public bind
+HISTORY_TTL = 5.0  # seconds a read of the whole history is shared by every caller
 
 
 class AdminError(Exception):
     """The admin listener cannot start; the text is one line for the operator."""
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` into its parts; raises ValueError with the reason."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host:
-        raise ValueError("must be host:port, e.g. 127.0.0.1:8787")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"port {port!r} is not a number from 0 to 65535")
-    return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def bind_error(listen: str, token: str) -> str | None:
-    """Why ``listen`` may not be used with ``token``, or None."""
-    try:
-        host, _port = split_listen(listen)
-    except ValueError as exc:
-        return f"admin.listen = {listen!r}: {exc}"
-    if not is_loopback(host) and not token:
-        return (
-            f"admin.listen = {listen!r} is not a loopback address: "
-            "set admin.token to a secret to expose the dashboard, or listen on 127.0.0.1"
-        )
-    if not is_loopback(host) and len(token) < TOKEN_MIN:
-        return (
-            f"admin.token: a token that guards a public address must have at least "
-            f"{TOKEN_MIN} characters (got {len(token)})"
-        )
-    return None
 
 
 def host_allowed(header: str | None, names: frozenset[str]) -> bool:
@@ -143,7 +106,11 @@ class Admin:
     """(sessions, seconds) in the history store at start-up, for all-time figures."""
     hosts: tuple[str, ...] = ()
     """Host names the API answers to besides IP literals and localhost."""
+    history_report: Callable[[], dict[str, Any]] | None = None
+    """Reads the whole history as ``tarry report --format json`` does (blocking)."""
     charts: dict[str, tuple[int, float, str]] = field(default_factory=dict)
+    _history: tuple[float, int, dict[str, Any]] | None = None  # read at, generation, data
+    _history_pending: asyncio.Future[dict[str, Any]] | None = None
     _rendering: dict[str, asyncio.Future[str]] = field(default_factory=dict)
     _clients: dict[int, tuple[float, str]] = field(default_factory=dict)
 
@@ -191,6 +158,7 @@ class Admin:
                 for f, v in sorted(s.family_seconds.items(), key=lambda kv: -kv[1])[:10]
             ],
             "clients": [client_row(c, self.lookup) for c in self.snapshot(limit)],
+            "recent": list(reversed(s.recent))[:limit],
         }
         if self.history_totals is not None:
             n, secs = self.history_totals
@@ -200,20 +168,66 @@ class Admin:
             }
         return out
 
+    async def history(self) -> dict[str, Any] | None:
+        """The whole history as the report reads it, at most HISTORY_TTL old; one
+        read at a time in a worker thread, however many viewers; None when off."""
+        if self.history_report is None:
+            return None
+        kept = self._history
+        if kept is not None and time.monotonic() - kept[0] < HISTORY_TTL:
+            return kept[2]
+        if self._history_pending is None:
+            self._history_pending = asyncio.ensure_future(asyncio.to_thread(self.history_report))
+            try:
+                data = await self._history_pending
+            except Exception:  # a locked or vanished file: keep what was read last
+                data = kept[2] if kept is not None else {}
+            finally:
+                self._history_pending = None
+            gen = kept[1] + 1 if kept is not None else 1
+            self._history = (time.monotonic(), gen, data)
+            return data
+        try:
+            return await asyncio.shield(self._history_pending)
+        except Exception:
+            return kept[2] if kept is not None else {}
+
+    def chart_data(self) -> dict[str, Any]:
+        """What the charts draw: connections from the live ring (seeded from the
+        history), the rest from the whole history when there is one."""
+        data = self.stats.chart_data()
+        kept = self._history
+        if kept is None or not kept[2]:
+            return data
+        hist = kept[2]
+        families: dict[str, int] = {}
+        for r in hist["by_family"]:
+            if r["family"] != "none":
+                families[r["family"]] = families.get(r["family"], 0) + r["sessions"]
+        data.update(
+            version=data["version"] + (kept[1] << 32),
+            range="all history",
+            durations=hist["durations_by_proto"],
+            countries=[(r["country"], r["sessions"]) for r in hist["top_countries"]],
+            families=sorted(families.items(), key=lambda kv: -kv[1]),
+        )
+        return data
+
     async def chart(self, name: str) -> tuple[int, str]:
         """The SVG of chart ``name`` and the data version it shows."""
         from .charts import render
 
+        await self.history()
         cached = self.charts.get(name)
         now = time.monotonic()
-        version = self.stats.version
+        version = self.chart_data()["version"]
         if cached is not None and (
             cached[0] == version or now - cached[1] < CHART_MIN_AGE.get(name, CHART_DEFAULT_AGE)
         ):
             return cached[0], cached[2]
         pending = self._rendering.get(name)
         if pending is None:  # one render at a time per chart, however many viewers
-            data = self.stats.chart_data()
+            data = self.chart_data()
             pending = asyncio.ensure_future(asyncio.to_thread(render, name, data))
             self._rendering[name] = pending
             try:
@@ -276,6 +290,11 @@ def make_app(admin: Admin) -> Any:
         body = json.dumps(admin.summary(limit), default=_json_default)
         return web.Response(text=body, content_type="application/json")
 
+    async def history(request: web.Request) -> web.Response:
+        data = await admin.history()
+        body = json.dumps(data if data is not None else {"off": True}, default=_json_default)
+        return web.Response(text=body, content_type="application/json")
+
     async def clients(request: web.Request) -> web.Response:
         try:
             limit = max(1, min(int(request.query.get("limit", "100")), CLIENTS_MAX))
@@ -310,6 +329,7 @@ def make_app(admin: Admin) -> Any:
     app.router.add_get("/", index)
     app.router.add_get("/api/summary", summary)
     app.router.add_get("/api/clients", clients)
+    app.router.add_get("/api/history", history)
     app.router.add_get("/chart/{name}.svg", chart)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
@@ -377,42 +397,103 @@ PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>tarry</title>
 <style>
+*{box-sizing:border-box}
 body{margin:0;font:14px/1.4 system-ui,sans-serif;background:#2e3440;color:#d8dee9}
-header{padding:12px 20px;background:#3b4252;display:flex;gap:24px;
+header{padding:10px 16px;background:#3b4252;display:flex;gap:8px 24px;
  align-items:baseline;flex-wrap:wrap}
 header h1{margin:0;font-size:20px;color:#eceff4}
-.tiles{display:flex;gap:12px;flex-wrap:wrap;padding:16px 20px 0}
-.tile{background:#3b4252;border-radius:6px;padding:10px 16px;min-width:120px}
-.tile .v{font-size:26px;color:#eceff4;font-variant-numeric:tabular-nums}
-.tile .k{font-size:12px;color:#a0a8b7;text-transform:uppercase;letter-spacing:.05em}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:12px;
- padding:16px 20px}
-.card{background:#3b4252;border-radius:6px;padding:8px;min-height:120px;overflow:auto}
-.card svg{width:100%;height:auto}
-table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
-th,td{text-align:left;padding:3px 8px;border-bottom:1px solid #4c566a;white-space:nowrap}
-td.notes{white-space:normal;word-break:break-all;color:#a0a8b7}
-#status{font-size:12px;color:#a0a8b7}
+#status,#holds{font-size:12px;color:#a0a8b7;overflow-wrap:anywhere}
+#holds{padding:8px 16px 0}
+.tiles{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px;
+ padding:12px 16px 0}
+.tile{background:#3b4252;border-radius:6px;padding:8px 12px;min-width:0;
+ border-top:3px solid var(--c,#4c566a)}
+.tile .v{font-size:24px;color:#eceff4;font-variant-numeric:tabular-nums;white-space:nowrap;
+ overflow:hidden;text-overflow:ellipsis}
+.tile .k{font-size:12px;color:#a0a8b7;text-transform:uppercase;letter-spacing:.04em}
+.r{font-size:11px;color:#88909f;text-transform:none;letter-spacing:0}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,480px),1fr));
+ gap:12px;padding:12px 16px}
+.card{background:#3b4252;border-radius:6px;padding:8px;min-width:0;overflow:hidden}
+.card h3{margin:2px 4px 6px;font-size:14px;color:#eceff4}
+.card svg{width:100%;height:auto;display:block}
+table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums;
+ table-layout:auto}
+th,td{text-align:left;padding:3px 6px;border-bottom:1px solid #4c566a;vertical-align:top}
+th{white-space:nowrap}
+td{overflow-wrap:anywhere}
+td.addr{white-space:nowrap}
+.card{container-type:inline-size}
+@container (max-width:720px){
+ table.sessions thead{display:none}
+ table.sessions tr{display:flex;flex-wrap:wrap;gap:0 10px;padding:4px 0;
+  border-bottom:1px solid #4c566a}
+ table.sessions td{border:0;padding:0 2px}
+ table.sessions td.said{flex-basis:100%}
+ table.sessions td.bytes{display:none}
+}
+td.n,th.n{text-align:right;white-space:nowrap}
+td.said{color:#c0c8d4;min-width:8em}
+td.said b{font-weight:normal;color:#88909f}
+.sw{display:inline-block;width:.7em;height:.7em;border-radius:2px;margin-right:4px;
+ background:var(--c)}
+.maplegend{font-size:12px;color:#a0a8b7;display:flex;gap:6px 14px;flex-wrap:wrap;padding:4px}
+.scale{display:inline-block;width:90px;height:10px;vertical-align:middle;
+ background:linear-gradient(to right,rgba(136,192,208,.35),rgba(136,192,208,1))}
+.nodata{display:inline-block;width:10px;height:10px;background:#4c566a;vertical-align:middle}
 #chart-world .country:not(.series){fill:#4c566a}
+@media (max-width:640px){.wide{display:none}.tile .v{font-size:20px}}
 </style></head><body>
 <header><h1>tarry</h1><span id="status">connecting…</span></header>
+<div id="holds"></div>
 <div class="tiles" id="tiles"></div>
 <div class="grid">
 <div class="card" id="chart-connections" data-chart="connections"></div>
+<div class="card"><h3>Longest-held clients <span class="r">now</span></h3>
+<table id="clients" class="sessions"><thead><tr><th>proto</th><th>client</th><th class="wide">country</th>
+<th class="n">held</th><th class="n wide">bytes</th><th>what it said</th></tr></thead>
+<tbody></tbody></table></div>
+<div class="card"><h3>Recent sessions <span class="r" id="recent-range"></span></h3>
+<table id="recent" class="sessions"><thead><tr><th>started</th><th>proto</th><th>client</th>
+<th class="wide">country</th><th class="n">held</th><th class="wide">reason</th>
+<th>what it said</th></tr></thead><tbody></tbody></table></div>
+<div class="card"><h3>By protocol <span class="r" data-range></span></h3>
+<table id="by-proto"><thead><tr><th>proto</th><th class="n">sessions</th>
+<th class="n wide">addresses</th><th class="n">time wasted</th></tr></thead><tbody></tbody>
+</table></div>
+<div class="card"><h3>Seconds held by client family <span class="r" data-range></span></h3>
+<table id="families"><thead><tr><th>proto</th><th>family</th><th class="n">sessions</th>
+<th class="n">time wasted</th></tr></thead><tbody></tbody></table></div>
+<div class="card"><h3>Disconnect reasons <span class="r" data-range></span></h3>
+<table id="reasons"><thead><tr><th>proto</th><th>reason</th><th class="n">sessions</th>
+</tr></thead><tbody></tbody></table></div>
 <div class="card" id="chart-durations" data-chart="durations"></div>
-<div class="card"><h3>Longest-held clients now</h3>
-<table id="clients"><thead><tr><th>proto</th><th>client</th><th>country</th><th>held</th>
-<th>bytes</th><th>what it said</th></tr></thead><tbody></tbody></table></div>
+<div class="card"><h3>Top HTTP paths <span class="r" data-range></span></h3>
+<table id="top-paths"><thead><tr><th>path</th><th class="n">sessions</th></tr></thead>
+<tbody></tbody></table></div>
+<div class="card"><h3>Top SMTP senders and recipients <span class="r" data-range></span></h3>
+<table id="top-mail"><thead><tr><th>sender or recipient</th><th class="n">sessions</th></tr>
+</thead><tbody></tbody></table></div>
+<div class="card"><h3>Top credentials tried <span class="r" data-range></span></h3>
+<table id="top-credentials"><thead><tr><th>proto</th><th>user</th><th>password</th>
+<th class="n">sessions</th></tr></thead><tbody></tbody></table></div>
 <div class="card" id="chart-countries" data-chart="countries"></div>
 <div class="card" id="chart-software" data-chart="software"></div>
-<div class="card"><h3>Seconds held by client family (since start)</h3>
-<table id="families"><thead><tr><th>family</th><th>time wasted</th></tr></thead>
-<tbody></tbody></table></div>
-<div class="card" id="chart-world" data-chart="world"></div>
+<div class="card"><div id="chart-world" data-chart="world"></div>
+<div class="maplegend"><span>fewer <span class="scale"></span> more connections</span>
+<span><span class="nodata"></span> none</span><span>point at a country for its count</span>
+</div></div>
 </div>
 <script>
 "use strict";
 const etags = {};
+const COLOURS = __COLOURS__;
+const OTHER = __OTHER__;
+function colour(p) {
+  if (COLOURS[p]) return COLOURS[p];
+  let n = 0; for (const c of new TextEncoder().encode(p)) n += c;
+  return OTHER[n % OTHER.length];
+}
 function hms(s) {
   s = Math.round(s);
   const d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600),
@@ -422,49 +503,137 @@ function hms(s) {
   if (m) return m + "m " + r + "s";
   return r + "s";
 }
-function tile(k, v) {
-  const t = document.createElement("div"); t.className = "tile";
-  const a = document.createElement("div"); a.className = "v"; a.textContent = v;
-  const b = document.createElement("div"); b.className = "k"; b.textContent = k;
-  t.append(a, b); return t;
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined) e.textContent = text;
+  if (cls) e.className = cls;
+  return e;
 }
-function cell(tr, text, cls) {
-  const td = document.createElement("td"); td.textContent = text;
-  if (cls) td.className = cls; tr.append(td);
+function tile(k, range, v, c) {
+  const t = el("div", undefined, "tile"); if (c) t.style.setProperty("--c", c);
+  const key = el("div", k, "k"); key.append(" ", el("span", range, "r"));
+  t.append(el("div", String(v), "v"), key); return t;
+}
+function addr(tr, host) {  // an IPv6 address may wrap; IPv4 stays on one line
+  cell(tr, host, host.split(":").length > 2 ? "" : "addr");
+}
+function cell(tr, text, cls, raw) {
+  const td = el("td", String(text), cls);
+  if (raw !== undefined) td.dataset.v = raw;
+  tr.append(td); return td;
+}
+function proto(tr, p) {
+  const td = el("td", undefined, "addr"); const sw = el("span", undefined, "sw");
+  sw.style.setProperty("--c", colour(p)); td.append(sw, p); tr.append(td);
+}
+const SAID = [["method", ""], ["path", ""], ["ssh_id", ""], ["user_agent", ""],
+  ["ehlo", "EHLO"], ["mail_from", "from"], ["rcpt_to", "to"], ["auth_user", "user"]];
+function said(tr, notes) {
+  const td = el("td", undefined, "said");
+  for (const [k, label] of SAID) {
+    if (!notes[k]) continue;
+    if (td.childNodes.length) td.append(" ");
+    if (label) td.append(el("b", label + " "));
+    td.append(notes[k]);
+  }
+  tr.append(td);
+}
+function rows(id, items, fill) {
+  const body = document.querySelector("#" + id + " tbody");
+  const out = items.map(r => { const tr = el("tr"); fill(tr, r); return tr; });
+  if (!out.length) {
+    const tr = el("tr"); const td = el("td", "none yet", "r");
+    td.colSpan = document.querySelectorAll("#" + id + " th").length; tr.append(td);
+    out.push(tr);
+  }
+  body.replaceChildren(...out);
+}
+function country(cc) { return cc && cc !== "??" ? cc : ""; }
+function when(iso) { return iso.slice(5, 16).replace("T", " "); }
+let hist = null;
+async function history() {
+  try {
+    const r = await fetch("api/history", {credentials: "same-origin"});
+    if (r.ok) hist = await r.json();
+  } catch (e) { /* next round */ }
+  if (!hist || hist.off) {
+    document.getElementById("holds").textContent =
+      "No history store: figures are since this tarry started.";
+    return;
+  }
+  const s = hist.summary;
+  document.getElementById("holds").textContent = s.sessions
+    ? "The history holds " + s.sessions + " sessions from " + s.unique_ips +
+      " addresses, " + s.first + " to " + s.last + " (UTC)."
+    : "The history is empty so far.";
+  for (const e of document.querySelectorAll("[data-range]")) e.textContent = "all history";
+  rows("by-proto", hist.by_proto, (tr, r) => { proto(tr, r.proto);
+    cell(tr, r.sessions, "n"); cell(tr, r.unique_ips, "n wide");
+    cell(tr, hms(r.seconds), "n", r.seconds); });
+  rows("families", hist.by_family, (tr, r) => { proto(tr, r.proto); cell(tr, r.family);
+    cell(tr, r.sessions, "n"); cell(tr, hms(r.seconds), "n", r.seconds); });
+  rows("reasons", hist.reasons, (tr, r) => { proto(tr, r.proto); cell(tr, r.reason);
+    cell(tr, r.sessions, "n"); });
+  rows("top-paths", hist.top_paths, (tr, r) => { cell(tr, r.path); cell(tr, r.sessions, "n"); });
+  rows("top-mail", hist.top_senders.map(r => ["from " + r.sender, r.sessions]).concat(
+    hist.top_recipients.map(r => ["to " + r.recipient, r.sessions])),
+    (tr, r) => { cell(tr, r[0]); cell(tr, r[1], "n"); });
+  rows("top-credentials", hist.top_credentials, (tr, r) => { proto(tr, r.proto);
+    cell(tr, r.user); cell(tr, r.password); cell(tr, r.sessions, "n"); });
 }
 async function poll() {
   try {
     const r = await fetch("api/summary?limit=20", {credentials: "same-origin"});
     if (!r.ok) throw new Error(r.status + " " + r.statusText);
     const s = await r.json();
-    const tiles = [tile("held now", s.held_total)];
-    for (const p of s.protocols) tiles.push(tile(p + " held", s.held[p] || 0));
-    tiles.push(tile("time wasted", hms(s.time_wasted)));
-    if (s.all_time) tiles.push(tile("all time wasted", hms(s.all_time.time_wasted)));
+    const tiles = [tile("held now", "now", s.held_total)];
+    for (const p of s.protocols) tiles.push(tile(p + " held", "now", s.held[p] || 0, colour(p)));
     let conns = 0; for (const p in s.connections) conns += s.connections[p];
-    tiles.push(tile("connections", conns));
+    tiles.push(tile("connections", "since start", conns));
+    tiles.push(tile("time wasted", "since start", hms(s.time_wasted)));
+    if (hist && !hist.off) {
+      tiles.push(tile("sessions", "all history", hist.summary.sessions));
+      tiles.push(tile("time wasted", "all history", hms(hist.summary.time_wasted_seconds)));
+    }
     document.getElementById("tiles").replaceChildren(...tiles);
-    const body = document.querySelector("#clients tbody");
-    const rows = s.clients.map(c => {
-      const tr = document.createElement("tr");
-      cell(tr, c.proto); cell(tr, c.host + ":" + c.port); cell(tr, c.country || "");
-      cell(tr, hms(c.age)); cell(tr, c.sent);
-      cell(tr, Object.entries(c.notes).map(([k, v]) => k + "=" + v).join(" "), "notes");
-      return tr;
-    });
-    body.replaceChildren(...rows);
-    document.querySelector("#families tbody").replaceChildren(...s.software_seconds.map(
-      ([f, secs]) => { const tr = document.createElement("tr");
-                       cell(tr, f); cell(tr, hms(secs)); return tr; }));
+    rows("clients", s.clients, (tr, c) => { proto(tr, c.proto); addr(tr, c.host.includes(":") ? "[" + c.host + "]:" + c.port : c.host + ":" + c.port);
+      cell(tr, country(c.country), "wide"); cell(tr, hms(c.age), "n");
+      cell(tr, c.sent, "n wide bytes"); said(tr, c.notes); });
+    const recent = hist && !hist.off ? hist.recent.map(c => ({...c, at: when(c.start)}))
+      : s.recent.map(c => ({...c, ip: c.host,
+          at: when(new Date((c.time - c.duration) * 1000).toISOString())}));
+    document.getElementById("recent-range").textContent =
+      hist && !hist.off ? "all history (UTC)" : "since start (UTC)";
+    rows("recent", recent, (tr, c) => { cell(tr, c.at, "addr"); proto(tr, c.proto);
+      addr(tr, c.ip); cell(tr, country(c.country), "wide"); cell(tr, hms(c.duration), "n");
+      cell(tr, c.reason, "wide"); said(tr, c.notes); });
+    if (!hist || hist.off) {
+      rows("families", s.software_seconds, (tr, [f, secs]) => { cell(tr, "");
+        cell(tr, f); cell(tr, ""); cell(tr, hms(secs), "n", secs); });
+      for (const e of document.querySelectorAll("[data-range]")) e.textContent = "since start";
+    }
     document.getElementById("status").textContent =
       "live · updated " + new Date().toLocaleTimeString() + " · up " + hms(s.uptime);
   } catch (e) {
     document.getElementById("status").textContent = "disconnected: " + e.message;
   }
 }
+const SVGNS = "http://www.w3.org/2000/svg";
+function mapHints(svg) {
+  const groups = [...svg.querySelectorAll("desc.value")].map(d => [d.parentNode, d.textContent]);
+  let most = 1;
+  for (const [, t] of groups) most = Math.max(most, Number(t.split(": ").pop()) || 0);
+  for (const [g, t] of groups) {
+    const n = Number(t.split(": ").pop()) || 0;
+    const title = document.createElementNS(SVGNS, "title");
+    title.textContent = t + (n === 1 ? " connection" : " connections");
+    g.prepend(title);
+    g.style.fillOpacity = String(0.35 + 0.65 * n / most);
+  }
+}
 async function charts() {
-  for (const el of document.querySelectorAll("[data-chart]")) {
-    const name = el.dataset.chart;
+  for (const e of document.querySelectorAll("[data-chart]")) {
+    const name = e.dataset.chart;
     try {
       const headers = etags[name] ? {"If-None-Match": etags[name]} : {};
       const r = await fetch("chart/" + name + ".svg", {credentials: "same-origin", headers});
@@ -472,14 +641,21 @@ async function charts() {
         etags[name] = r.headers.get("ETag");
         // parsed as XML: the world map nests prefixed SVG elements that HTML parsing drops
         const doc = new DOMParser().parseFromString(await r.text(), "image/svg+xml");
-        el.replaceChildren(document.importNode(doc.documentElement, true));
-        el.dataset.version = etags[name];
+        const svg = document.importNode(doc.documentElement, true);
+        if (name === "world") mapHints(svg);
+        e.replaceChildren(svg);
+        e.dataset.version = etags[name];
       }
-    } catch (e) { /* next round */ }
+    } catch (err) { /* next round */ }
   }
 }
-poll(); charts();
+history().then(poll); charts();
 setInterval(poll, 2000);
+setInterval(history, 10000);
 setInterval(charts, 5000);
 </script></body></html>
 """
+# the page colours each protocol as the charts do (tarry.charts.colour)
+PAGE = PAGE.replace("__COLOURS__", json.dumps(PROTO_COLOURS)).replace(
+    "__OTHER__", json.dumps(OTHER_COLOURS)
+)

@@ -16,13 +16,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import __version__, tls
+from . import __version__
 from .bait import Bait, TarpitSpec
 from .baits import registry
 from .config import (
-    DEFAULT_CONFIG,
     ENDLESSH_CONFIG,
     SYSTEM_CONFIG,
     Config,
@@ -39,6 +38,9 @@ from .events import Bus, Sink, listen_line, stamp
 from .net import BindError, bind_listener
 from .systemd import Activation, ActivationError, Notifier, listen_fds, monotonic_usec
 
+if TYPE_CHECKING:
+    from .observe import Preflight
+
 
 def fail(message: str, code: int = 1) -> NoReturn:
     print(f"tarry: {message}", file=sys.stderr)
@@ -50,9 +52,16 @@ def make_baits(specs: list[TarpitSpec], where: Callable[[int, TarpitSpec], str])
     for i, spec in enumerate(specs, 1):
         try:
             bait = registry()[spec.protocol].make(spec)
-            # TLS (implicit or STARTTLS) wraps any bait whose spec asks for it.
-            baits.append(tls.wrap(spec, bait, warn=_warner(where(i, spec))))
-        except (ConfigError, tls.CertError) as exc:
+            if spec.options.get("tls") or spec.options.get("starttls"):
+                from . import tls  # ssl and certificates only for a config that uses them
+
+                # TLS (implicit or STARTTLS) wraps any bait whose spec asks for it.
+                try:
+                    bait = tls.wrap(spec, bait, warn=_warner(where(i, spec)))
+                except tls.CertError as exc:
+                    raise ConfigError(str(exc)) from None
+            baits.append(bait)
+        except ConfigError as exc:
             raise ConfigError(f"{where(i, spec)}{exc}") from None
     return baits
 
@@ -167,18 +176,29 @@ def _event_loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | 
     return uvloop.new_event_loop
 
 
-def _drop_privileges(cfg: Config) -> None:
-    """As root: hand over the state directory, then become [privileges] user."""
-    from .history import default_path
+def _drop_privileges(cfg: Config, checked: Preflight | None = None) -> None:
+    """As root: hand over the state directory, load what the config uses
+    (``checked`` is what observe.preflight found), then become [privileges] user."""
+    from .observe import modules
     from .paths import state_dir
     from .privileges import PrivilegeError, drop
+
+    needs = modules(cfg.sections, checked)
+    if any(s.options.get("tls") or s.options.get("starttls") for s in cfg.tarpits):
+        needs += ["tarry.tls", "ssl"]
+    if cfg.loop != "asyncio":
+        needs.append("uvloop")
+    if cfg.workers > 1:
+        needs += ["tarry.workers", "pickle"]
 
     history = cfg.sections.get("history", {})
     writable = []
     if history.get("enabled", True):
+        from .history import default_path
+
         writable.append(Path(history.get("path") or default_path()).parent)
     try:
-        done = drop(cfg.user, cfg.group, cfg.allow_root, state_dir(), writable)
+        done = drop(cfg.user, cfg.group, cfg.allow_root, state_dir(), writable, needs)
     except PrivilegeError as exc:
         fail(f"{cfg.path}: {exc}")
     if done:
@@ -261,7 +281,7 @@ def serve(path: str | None) -> int:
         checked = preflight(cfg.sections)  # as check-config does, and before the switch
     except ObserveError as exc:
         fail(f"{cfg.path}: {exc}")
-    _drop_privileges(cfg)
+    _drop_privileges(cfg, checked)
     try:
         sinks, start_admin = build(cfg.sections, stdout=sys.stdout, checked=checked)
     except ObserveError as exc:
@@ -282,6 +302,7 @@ def serve(path: str | None) -> int:
         print(f"tarry: config {shown}", file=sys.stderr, flush=True)
         announce(engine)
         admin = await _start_admin(engine, start_admin, explicit="admin" in cfg.sections)
+        print(stores_line(cfg, admin), flush=True)
 
         def reload() -> None:
             if path is None:
@@ -308,8 +329,13 @@ def serve(path: str | None) -> int:
                 return
             engine.write_timeout = new.write_timeout
             engine.set_max_clients(new.max_clients)
+            from .changes import changes
+
+            said = changes(current[0], new)
             current[0] = new
-            engine.log(f"reloaded {path}")
+            engine.log(f"reloaded {path}: {len(said) or 'no'} change(s)")
+            for line in said:
+                engine.log(f"reload: {line}")
             announce(engine)
 
         try:
@@ -355,6 +381,14 @@ async def _start_admin(
         f"{stamp(time.time())} ADMIN listener={admin.host}:{admin.port} url={admin.url}", flush=True
     )
     return admin
+
+
+def stores_line(cfg: Config, admin: Any) -> str:
+    """The one line that says where the history goes and where the dashboard is."""
+    from .observe import history_where
+
+    url = admin.url if admin is not None else "off"
+    return f"{stamp(time.time())} OBSERVE history={history_where(cfg.sections)} admin={url}"
 
 
 def announce(engine: Engine) -> None:
@@ -539,6 +573,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "ssh":
         return ssh_main(argv[1:])
+    if argv and argv[0] == "top":
+        from .top import top_main
+
+        return top_main(argv[1:])
     if argv and argv[0] == "report":
         from .report import report_main
 
@@ -573,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         add_help=False,
     )
     sub.add_parser("report", help="summarise the history store (tarry report -h)", add_help=False)
+    sub.add_parser("top", help="a live view of a running tarry (tarry top -h)", add_help=False)
     sub.add_parser(
         "default-config",
         help="print the embedded default config",
@@ -597,7 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return serve(args.config)
     if args.command == "default-config":
-        sys.stdout.write(DEFAULT_CONFIG)
+        from .fullconfig import text
+
+        sys.stdout.write(text())
         return 0
     if args.command == "check-config":
         return check_config(args.file, bind=not args.no_bind)

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from .admin import DEFAULT_LISTEN, bind_error
+from .adminbind import DEFAULT_LISTEN, bind_error
 from .bait import MAX_SECONDS, Bounds, is_numeric, shown
 from .events import Sink
 from .sinks import FACILITIES, _stderr, syslog_address, syslog_ident
@@ -65,7 +65,7 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
 def _listen(v: str) -> str | None:
     if v == "":
         return None  # off
-    from .admin import split_listen
+    from .adminbind import split_listen
 
     try:
         split_listen(v)
@@ -214,6 +214,45 @@ def settings(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def history_where(doc: Mapping[str, Any]) -> str:
+    """Where the history is written, for the start-up line: a path, a URL with
+    its password hidden, or "off"."""
+    hist = settings(doc)["history"]
+    if not hist["enabled"]:
+        return "off"
+    if hist["url"]:
+        from .pghistory import redact
+
+        return redact(hist["url"])
+    from .history import default_path
+
+    return str(hist["path"] or default_path())
+
+
+def modules(doc: Mapping[str, Any], checked: Preflight | None) -> list[str]:
+    """The modules these sections will import, for loading before a privilege
+    drop: only what the config uses (an idle tarry holds no library it does not
+    need). Without ``checked`` (no preflight), the admin listener and the
+    country lookup count as on."""
+    cfg = settings(doc)
+    out: list[str] = []
+    if cfg["log"]["syslog"]:
+        out.append("syslog")
+    hist = cfg["history"]
+    if hist["enabled"]:
+        out += ["tarry.history", "sqlite3"]
+        if hist["url"]:
+            out += ["tarry.pghistory", "psycopg"]
+    if cfg["metrics"]["enabled"] and ("metrics" in doc or _have("prometheus_client")):
+        out += ["tarry.metrics", "prometheus_client", "prometheus_client.core"]
+    if checked is None or checked.lookup is not None:
+        out += ["tarry.geo", "iptocc", "maxminddb"]
+    if checked is None or checked.admin:
+        out += ["tarry.admin", "tarry.charts", "tarry.report", "aiohttp.web"]
+        out += ["pygal", "pygal.style", "pygal_maps_world.maps"]
+    return out
+
+
 def _have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -234,13 +273,14 @@ class Observability:
     admin_listen: str
     admin_token: str
     admin_hosts: tuple[str, ...] = ()
+    history_source: str = ""  # the history's file or URL, for the dashboard to read
 
 
 def admin_bind_error(listen: str) -> str | None:
     """Why the admin listener could not bind ``listen``, or None: found by
     binding every address it resolves to as asyncio's ``create_server`` does
     for aiohttp (SO_REUSEADDR, IPv6 only on IPv6), listening, and letting go."""
-    from .admin import split_listen
+    from .adminbind import split_listen
 
     host, port = split_listen(listen)
     try:
@@ -398,12 +438,13 @@ def assemble(
 
     hist = cfg["history"]
     history = None
+    where: Any = ""
     if hist["enabled"]:
         from .history import HistoryError, HistoryStore, default_path
 
         try:
             store: Any = HistoryStore
-            where: Any = hist["path"] or default_path()
+            where = hist["path"] or default_path()
             if hist["url"]:
                 from .pghistory import PgHistoryStore
 
@@ -456,6 +497,7 @@ def assemble(
         admin["listen"],
         admin["token"],
         tuple(admin["hosts"]),
+        str(where) if history is not None else "",
     )
 
 
@@ -528,7 +570,15 @@ def starter(obs: Observability, report: Report = _stderr) -> Starter | None:
         if obs.metrics is not None:
             obs.metrics.live = live
             obs.metrics.refusals = refusals
+        history_report = None
+        if obs.history is not None:
+            from functools import partial
+
+            from .report import dashboard
+
+            history_report = partial(dashboard, obs.history_source)
         admin = Admin(
+            history_report=history_report,
             stats=obs.stats,
             snapshot=snapshot,
             held=held,

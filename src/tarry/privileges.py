@@ -14,6 +14,7 @@ import grp
 import os
 import pwd
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,13 +127,16 @@ def drop(
     allow_root: bool,
     state_dir: Path,
     writable: list[Path],
+    modules: Sequence[str] = (),
 ) -> str | None:
     """When root, hand ``state_dir`` over and switch to ``user``:``group``,
     unless ``allow_root`` says to stay root.
 
     ``writable`` are directories the process must be able to write to after
-    the switch (the history store's). Returns what was done, for the log, or
-    None when tarry was not started as root.
+    the switch (the history store's). ``modules`` are imported first, as root
+    (``preload``): what the config will use, and nothing more, so that an idle
+    tarry holds only the libraries it needs. Returns what was done, for the
+    log, or None when tarry was not started as root.
     """
     if os.geteuid() != 0:
         for directory in writable:
@@ -143,7 +147,7 @@ def drop(
     target = resolve(user, group)
     if target.uid != 0:
         prepare_state_dir(state_dir, target)
-    preload()
+    preload(modules)
     switch(target)
     # the default state directory of an unprivileged user is under its home:
     # keep the one that was prepared
@@ -154,44 +158,27 @@ def drop(
 
 
 # Imported on first use; after the switch the code may no longer be readable
-# (e.g. a Python under /root): load it all while still root.
-PRELOAD = (
+# (e.g. a Python under /root): what a config needs is loaded while still root.
+# These are needed by every config (tarry.observe.modules lists the rest).
+CORE = (
     "tarry.observe",
-    "tarry.admin",
-    "tarry.charts",
-    "tarry.geo",
-    "tarry.history",
-    "tarry.metrics",
     "tarry.sinks",
     "tarry.stats",
     "tarry.events",
-    "tarry.tls",
-    "tarry.workers",
     "tarry.cli",
     "tarry.config",
-    "pickle",
     "ctypes",
-    "ssl",
-    "syslog",
-    "sqlite3",
     "encodings.idna",  # name lookups (aiohttp, uvloop) load it on first use
     "encodings.punycode",
-    "uvloop",
-    "aiohttp.web",
-    "pygal",
-    "pygal.style",
-    "pygal_maps_world.maps",
-    "prometheus_client",
-    "prometheus_client.core",
-    "iptocc",
-    "maxminddb",
 )
 
 
-def preload() -> None:
+def preload(modules: Sequence[str]) -> None:
+    """Import ``modules`` and CORE; one that is not installed is skipped (the
+    config checks said already whether an optional part can run without it)."""
     import importlib
 
-    for name in PRELOAD:
+    for name in (*CORE, *modules):
         try:
             importlib.import_module(name)
         except ImportError:

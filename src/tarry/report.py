@@ -18,7 +18,7 @@ import sqlite3
 import sys
 import time
 from calendar import timegm
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,6 +32,7 @@ PROG = "tarry report"
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 SPAN_DAYS = 36500  # the longest span back from now: 100 years, past any history
+STREAM_BATCH = 1000  # rows fetched at a time by an export
 TOP_MAX = 100_000  # rows in a top list; far more than a terminal shows, far less than SQL's int64
 _FORMATS = (
     "%Y-%m-%d",
@@ -51,6 +52,23 @@ class _Parser(argparse.ArgumentParser):
         raise ReportError(message)
 
 
+SLOTS = {
+    "minute": (60, "%Y-%m-%d %H:%M"),
+    "hour": (3600, "%Y-%m-%d %H:00"),
+    "day": (86400, "%Y-%m-%d"),
+}
+# top lists read from the notes: section, the note, its label (tarry.baits.http, .smtp)
+NOTE_TOPS = (
+    ("top_paths", "path", "path"),
+    ("top_senders", "mail_from", "sender"),
+    ("top_recipients", "rcpt_to", "recipient"),
+)
+SESSION_COLUMNS = (
+    "start", "end", "host", "proto", "listener", "ip", "port", "duration", "sent",
+    "received", "reason", "country", "software", "notes",
+)  # fmt: skip
+# notes an export's CSV also gives a column of their own, for a spreadsheet's filters
+CSV_NOTES = ("path", "mail_from", "rcpt_to", "auth_user", "auth_pass")
 _SOFTWARE_KEY = {"ssh": "ssh_id", "http": "user_agent", "smtp": "ehlo"}
 
 
@@ -150,12 +168,25 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         help="only this tarry host (a shared history); repeat or separate with commas",
     )
-    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument(
+        "--format",
+        choices=("table", "json", "csv", "html"),
+        help="table (default), json, csv, or html: one self-contained page with the charts"
+        " (the dashboard extra); with --sessions: csv (default) or json (one object a line)",
+    )
+    p.add_argument(
+        "--sessions",
+        action="store_true",
+        help="export every session in the range, one row each, instead of the summary",
+    )
     p.add_argument(
         "--top", type=_top, default=10, help=f"rows in each top list, 1 to {TOP_MAX} (default 10)"
     )
     p.add_argument(
-        "--by", choices=("hour", "day"), default="day", help="activity per hour or per day"
+        "--by",
+        choices=tuple(SLOTS),
+        default="day",
+        help="activity per minute, hour or day (default day)",
     )
     return p
 
@@ -182,6 +213,22 @@ class Db:
         if self.pg:
             return f"CAST(floor(start / {width}) AS BIGINT)"
         return f"CAST(start / {width} AS INTEGER)"
+
+    def note(self, key: str) -> str:
+        """One note of a session as text (NULL when the session has none); ``key``
+        is one of ours, never a peer's."""
+        if self.pg:
+            return f"(notes->>'{key}')"
+        return f"json_extract(notes, '$.{key}')"
+
+    def stream(self, sql: str, args: Sequence[Any]) -> Iterator[Any]:
+        """Like ``rows``, a batch at a time: an export of millions of rows stays small."""
+        sql = sql.replace("{t}", self.table)
+        if self.pg:
+            sql = sql.replace("%", "%%").replace("?", "%s")
+        cur = self.conn.execute(sql, list(args))
+        while batch := cur.fetchmany(STREAM_BATCH):
+            yield from batch
 
     def close(self) -> None:
         self.conn.close()
@@ -262,16 +309,14 @@ def _bucket_sql() -> str:
     return "CASE " + " ".join(parts) + f" ELSE {len(DURATION_BUCKETS) - 1} END"
 
 
-def collect(
+def _where(
     db: Db,
     since: float | None,
     until: float | None,
     protos: Sequence[str],
-    top: int,
-    by: str,
-    hosts: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Every section of the report as plain data."""
+    hosts: Sequence[str],
+) -> tuple[str, list[Any]]:
+    """The WHERE clause of a range and its arguments."""
     where: list[str] = ["1 = 1"]
     args: list[Any] = []
     if since is not None:
@@ -286,7 +331,20 @@ def collect(
     if hosts:
         where.append(f"{db.host} IN (" + ",".join("?" * len(hosts)) + ")")
         args.extend(hosts)
-    w = " AND ".join(where)
+    return " AND ".join(where), args
+
+
+def collect(
+    db: Db,
+    since: float | None,
+    until: float | None,
+    protos: Sequence[str],
+    top: int,
+    by: str,
+    hosts: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Every section of the report as plain data."""
+    w, args = _where(db, since, until, protos, hosts)
 
     def q(sql: str, extra: Sequence[Any] = ()) -> list[Any]:
         return db.rows(sql.replace("{w}", w).replace("{host}", db.host), [*args, *extra])
@@ -362,8 +420,45 @@ def collect(
         {"bucket": label, "sessions": counts.get(i, 0)}
         for i, (_le, label) in enumerate(DURATION_BUCKETS)
     ]
-    fmt = "%Y-%m-%d %H:00" if by == "hour" else "%Y-%m-%d"
-    width = 3600 if by == "hour" else 86400
+    out["by_proto"] = [
+        {
+            "proto": p,
+            "sessions": k,
+            "unique_ips": u,
+            "seconds": round(float(s), 3),
+            "bytes_sent": int(b),
+        }
+        for p, k, u, s, b in q(
+            "SELECT proto, count(*) AS k, count(DISTINCT ip), coalesce(sum(duration), 0) AS s,"
+            " coalesce(sum(sent), 0) FROM {t} WHERE {w} GROUP BY proto ORDER BY s DESC, k DESC, proto"
+        )
+    ]
+    out["reasons"] = [
+        {"proto": p, "reason": r, "sessions": k, "seconds": round(float(s), 3)}
+        for p, r, k, s in q(
+            "SELECT proto, reason, count(*) AS k, coalesce(sum(duration), 0) AS s FROM {t}"
+            " WHERE {w} GROUP BY proto, reason ORDER BY k DESC, s DESC, proto, reason LIMIT ?",
+            (top,),
+        )
+    ]
+    for section, key, label in NOTE_TOPS:
+        rows = q(
+            f"SELECT {db.note(key)} AS v, count(*), coalesce(sum(duration), 0) FROM {{t}}"
+            f" WHERE {{w}} AND {db.note(key)} IS NOT NULL GROUP BY v"
+        )
+        out[section] = _ranked(label, rows, top, split=key == "rcpt_to")
+    creds = q(
+        f"SELECT proto, coalesce({db.note('auth_user')}, ''), coalesce({db.note('auth_pass')}, ''),"
+        " count(*) AS k, coalesce(sum(duration), 0) AS s FROM {t}"
+        f" WHERE {{w}} AND ({db.note('auth_user')} IS NOT NULL OR {db.note('auth_pass')} IS NOT NULL)"
+        " GROUP BY 1, 2, 3 ORDER BY k DESC, s DESC, 1, 2, 3 LIMIT ?",
+        (top,),
+    )
+    out["top_credentials"] = [
+        {"proto": p, "user": u, "password": pw, "sessions": k, "seconds": round(float(s), 3)}
+        for p, u, pw, k, s in creds
+    ]
+    width, fmt = SLOTS[by]
     out["activity"] = [
         {
             by: time.strftime(fmt, time.gmtime(slot * width)),
@@ -376,7 +471,101 @@ def collect(
             " coalesce(sum(duration), 0) FROM {t} WHERE {w} GROUP BY slot ORDER BY slot"
         )
     ]
+    per_proto: dict[str, dict[str, int]] = {}
+    for slot, p, k in q(
+        f"SELECT {db.slot(width)} AS slot, proto, count(*) FROM {{t}} WHERE {{w}}"
+        " GROUP BY slot, proto"
+    ):
+        per_proto.setdefault(time.strftime(fmt, time.gmtime(slot * width)), {})[p] = k
+    for r in out["activity"]:
+        r["protocols"] = dict(sorted(per_proto.get(r[by], {}).items()))
+    by_bucket: dict[str, list[int]] = {}
+    for p, b, k in q(
+        f"SELECT proto, {_bucket_sql()} AS b, count(*) FROM {{t}} WHERE {{w}} GROUP BY proto, b"
+    ):
+        by_bucket.setdefault(p, [0] * len(DURATION_BUCKETS))[b] = k
+    out["durations_by_proto"] = dict(sorted(by_bucket.items()))
     return out
+
+
+def dashboard(target: str | Path, top: int = 10, recent: int = 20) -> dict[str, Any]:
+    """All the history as the dashboard shows it: ``tarry report --format json
+    --top 10`` and the ``recent`` newest sessions. Blocking: run it in a thread."""
+    db = open_db(target)
+    try:
+        data = collect(db, None, None, (), top, "hour")
+        data["recent"] = list(sessions(db, None, None, (), (), newest=recent))
+    finally:
+        db.close()
+    return data
+
+
+def known_protocols(db: Db) -> list[str]:
+    """The protocols this tarry has baits for, and any other the history holds."""
+    from .baits import registry
+
+    held = {p for (p,) in db.rows("SELECT DISTINCT proto FROM {t}", [])}
+    return sorted(set(registry()) | held)
+
+
+def sessions(db: Db, since: float | None, until: float | None, protos: Sequence[str],
+             hosts: Sequence[str], newest: int = 0) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Every session in the range, oldest first, as plain dicts (notes decoded);
+    with ``newest``, only that many, newest first."""
+    where, args = _where(db, since, until, protos, hosts)
+    cols = ", ".join(f'"{c}"' if c == "end" else c for c in SESSION_COLUMNS)
+    cols = cols.replace("host", f"{db.host} AS host", 1)
+    order = "start, ip, port"
+    if newest:
+        order = "start DESC, ip, port LIMIT ?"
+        args = [*args, newest]
+    for r in db.stream(f"SELECT {cols} FROM {{t}} WHERE {where} ORDER BY {order}", args):
+        row = dict(zip(SESSION_COLUMNS, r, strict=True))
+        row["start"], row["end"] = _iso_ms(row["start"]), _iso_ms(row["end"])
+        row["duration"] = round(float(row["duration"]), 3)
+        notes = row["notes"]
+        row["notes"] = notes if isinstance(notes, dict) else json.loads(notes or "{}")
+        yield row
+
+
+def _iso_ms(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+def write_sessions(rows: Iterable[dict[str, Any]], fmt: str, out: TextIO) -> int:
+    """The export: CSV (the notes in CSV_NOTES as columns, and all of them as one
+    JSON cell) or JSON lines; returns the rows written."""
+    n = 0
+    if fmt == "json":
+        for r in rows:
+            out.write(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n")
+            n += 1
+        return n
+    wr = _SafeWriter(out)
+    wr.writerow([*SESSION_COLUMNS[:-1], *CSV_NOTES, "notes"])
+    for r in rows:
+        notes = json.dumps(r["notes"], ensure_ascii=False, separators=(",", ":"))
+        said = [r["notes"].get(k, "") for k in CSV_NOTES]
+        wr.writerow([*(r[c] for c in SESSION_COLUMNS[:-1]), *said, notes])
+        n += 1
+    return n
+
+
+def _ranked(
+    label: str, rows: Sequence[Sequence[Any]], top: int, split: bool = False
+) -> list[dict[str, Any]]:
+    """A top list from (value, sessions, seconds) rows, most sessions first; with
+    ``split`` a value is a comma-joined list (the SMTP bait's recipients) and each
+    item counts for the session."""
+    sums: dict[str, list[float]] = {}
+    for value, n, secs in rows:
+        items = {v for v in str(value).split(",") if v} if split else {str(value)}
+        for item in items:
+            acc = sums.setdefault(item, [0, 0.0])
+            acc[0] += n
+            acc[1] += secs
+    ranked = sorted(sums.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))[:top]
+    return [{label: v, "sessions": int(n), "seconds": round(secs, 3)} for v, (n, secs) in ranked]
 
 
 def _iso(t: float) -> str:
@@ -448,6 +637,50 @@ def write_table(data: dict[str, Any], out: TextIO) -> None:
         {1, 2, 3, 4},
     )
     section(
+        "By protocol",
+        ["proto", "sessions", "unique IPs", "time wasted", "bytes sent"],
+        [
+            [
+                r["proto"],
+                str(r["sessions"]),
+                str(r["unique_ips"]),
+                human(r["seconds"]),
+                str(r["bytes_sent"]),
+            ]
+            for r in data["by_proto"]
+        ],
+        {1, 2, 3, 4},
+    )
+    section(
+        "Disconnect reasons",
+        ["proto", "reason", "sessions", "time wasted"],
+        [
+            [r["proto"], r["reason"], str(r["sessions"]), human(r["seconds"])]
+            for r in data["reasons"]
+        ],
+        {2, 3},
+    )
+    for key, title, label in (
+        ("top_paths", "Top HTTP paths", "path"),
+        ("top_senders", "Top SMTP senders", "sender"),
+        ("top_recipients", "Top SMTP recipients", "recipient"),
+    ):
+        section(
+            title,
+            [label, "sessions", "time wasted"],
+            [[r[label], str(r["sessions"]), human(r["seconds"])] for r in data[key]],
+            {1, 2},
+        )
+    section(
+        "Top credentials tried",
+        ["proto", "user", "password", "sessions"],
+        [
+            [r["proto"], r["user"], r["password"], str(r["sessions"])]
+            for r in data["top_credentials"]
+        ],
+        {3},
+    )
+    section(
         "Top IPs (by time wasted)",
         ["ip", "country", "sessions", "time wasted"],
         [
@@ -494,7 +727,7 @@ def write_table(data: dict[str, Any], out: TextIO) -> None:
         {1},
     )
     act = data["activity"]
-    key = "hour" if act and "hour" in act[0] else "day"
+    key = next((k for k in SLOTS if act and k in act[0]), "day")
     peak = max([r["sessions"] for r in act] + [1])
     section(
         f"Activity per {key}",
@@ -558,10 +791,20 @@ def write_csv(data: dict[str, Any], out: TextIO) -> None:
         wr.writerow(["top_software", r["proto"], r["software"], r["sessions"], r["seconds"]])
     for r in data["by_family"]:
         wr.writerow(["by_family", r["proto"], r["family"], r["sessions"], r["seconds"]])
+    for r in data["by_proto"]:
+        wr.writerow(["by_proto", r["proto"], "", r["sessions"], r["seconds"]])
+    for r in data["reasons"]:
+        wr.writerow(["reasons", r["proto"], r["reason"], r["sessions"], r["seconds"]])
+    for section, _key, label in NOTE_TOPS:
+        for r in data[section]:
+            wr.writerow([section, "", r[label], r["sessions"], r["seconds"]])
+    for r in data["top_credentials"]:
+        key = f"{r['user']}:{r['password']}"
+        wr.writerow(["top_credentials", r["proto"], key, r["sessions"], r["seconds"]])
     for r in data["durations"]:
         wr.writerow(["durations", "", r["bucket"], r["sessions"], ""])
     for r in data["activity"]:
-        key = r.get("hour") or r.get("day")
+        key = r.get("minute") or r.get("hour") or r.get("day")
         wr.writerow(["activity", "", key, r["sessions"], r["seconds"]])
 
 
@@ -603,18 +846,38 @@ def report_main(argv: list[str], out: TextIO | None = None, err: TextIO | None =
             raise ReportError("--since must be before --until")
         protos = [p.strip() for item in args.proto for p in item.split(",") if p.strip()]
         hosts = [h.strip() for item in args.host for h in item.split(",") if h.strip()]
+        fmt = args.format or ("csv" if args.sessions else "table")
+        if args.sessions and fmt not in ("csv", "json"):
+            raise ReportError(f"--sessions writes csv or json, not {fmt}")
         db = open_db(args.db or history_of(args.config) or str(default_path()))
         try:
+            known = known_protocols(db)
+            unknown = [p for p in protos if p not in known]
+            if unknown:
+                raise ReportError(
+                    f"--proto: unknown protocol {shown(unknown[0])} (known: {', '.join(known)})"
+                )
+            if args.sessions:
+                write_sessions(sessions(db, since, until, protos, hosts), fmt, out)
+                out.flush()
+                return 0
             data = collect(db, since, until, protos, args.top, args.by, hosts)
         except db.errors as exc:
             raise ReportError(f"reading the history: {' '.join(str(exc).split())}") from exc
         finally:
             db.close()
         buf = io.StringIO()
-        if args.format == "json":
+        if fmt == "html":
+            from .reporthtml import HtmlError, page
+
+            try:
+                buf.write(page(data))
+            except HtmlError as exc:
+                raise ReportError(str(exc)) from None
+        elif fmt == "json":
             json.dump(data, buf, indent=2)
             buf.write("\n")
-        elif args.format == "csv":
+        elif fmt == "csv":
             write_csv(data, buf)
         else:
             write_table(data, buf)

@@ -17,6 +17,7 @@ from .software import family, software
 
 MINUTES = 180  # connections-over-time window, one bucket a minute
 FAMILIES_MAX = 200
+RECENT = 50  # latest closed sessions kept for the dashboard and tarry top
 
 DURATION_BUCKETS: tuple[tuple[float, str], ...] = (
     (1.0, "<1s"),
@@ -58,6 +59,8 @@ class LiveStats(BaseSink):
         self.durations: dict[str, list[int]] = {}
         self.minutes: deque[tuple[int, Counter[str]]] = deque(maxlen=MINUTES)
         self.protocols: set[str] = set()
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        """The latest closed sessions, newest last; notes are the bait's, bounded."""
 
     def emit(self, event: Event) -> None:
         kind = event.kind
@@ -75,6 +78,18 @@ class LiveStats(BaseSink):
             self.minutes[-1][1][proto] += 1
             return
         self.sessions[proto] += 1
+        self.recent.append(
+            {
+                "time": round(event.time, 3),
+                "proto": proto,
+                "host": event.ip,
+                "country": event.country,
+                "duration": round(event.duration, 1),
+                "reason": event.reason,
+                "sent": event.sent,
+                "notes": {str(k): str(v) for k, v in event.notes},
+            }
+        )
         self.seconds[proto] += event.duration
         self.sent[proto] += event.sent
         fam = family(*software(event))

@@ -1382,7 +1382,7 @@ def serve_workers(
         checked = preflight(cfg.sections)  # as check-config does, and before the switch
     except ObserveError as exc:
         fail(f"{cfg.path}: {exc}")
-    _drop_privileges(cfg)
+    _drop_privileges(cfg, checked)
     try:
         sinks, start_admin = build(cfg.sections, stdout=sys.stdout, checked=checked)
     except ObserveError as exc:
