@@ -36,10 +36,9 @@ from .events import ACCEPT, CLOSE, TOTALS, Bus, Event, Notes
 from .heap import MALLOC_TRIM
 from .limits import IPCounter, v6_key
 from .net import format_address, raise_fd_limit, tune_listener, unmapped
+from .wheel import KEY_MASK, NO_TICK, Wheel, quantum_for
 
 READ_CHUNK = 1 << 16  # one read; peer input is discarded after the bait has seen it
-QUANTUM_PARTS = 40  # timer wheel buckets per shortest delay (see Engine._retune)
-QUANTUM_MIN, QUANTUM_MAX = 0.001, 0.25
 READS_PER_EVENT = 4  # bound the work one busy peer can cause per loop turn
 TRIM_AFTER_ACCEPTS = 1024  # a burst this big has its freed heap given back ...
 TRIM_QUIET = 2.0  # ... once accepts have paused for this long (seconds)
@@ -53,8 +52,6 @@ _IN = select.EPOLLIN | select.EPOLLRDHUP
 _INOUT = _IN | select.EPOLLOUT
 _FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _GONE = (BrokenPipeError, ConnectionResetError)
-KEY_MASK = 0xFFFFFFFF
-NO_TICK = KEY_MASK  # a wheel key's low 32 bits never come round to this while it matters
 PARK_MAX = 128  # per tarpit: connections past the per-IP cap held unread ("backlog")
 NOTICE_WINDOW = 10.0  # seconds; repeated notices (refusals, bad PROXY headers) are summed up
 NOTICE_BURST = 5  # notices of one kind logged in full per window
@@ -187,13 +184,8 @@ class Engine:
         self._sweep_at: asyncio.TimerHandle | None = None
         self._deferred: set[int] = set()  # ticks held back while a write is pending
         self.notes = Interner()
-        # the timer wheel
-        self.quantum = 0.01
-        self._per_part = 1.0 / (QUANTUM_PARTS * self.quantum)  # see _schedule
-        self._buckets: dict[int, array[int]] = {}
-        self._keys: list[int] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_key = -1
+        self.wheel = Wheel(self.due, self._fd_type, self._arm)
         # totals, as endlessh keeps them
         self.held = 0
         self.connects = 0
@@ -266,11 +258,8 @@ class Engine:
         0.58 s with 1 s. 2.5% stays well inside the margin the HTTP bait keeps
         below a client's read timeout (20%)."""
         live = [shortest(t.bait, t.spec.delay) for t in self.tarpits if not t.retired]
-        quantum = min(QUANTUM_MAX, max(QUANTUM_MIN, min(live, default=1.0) / QUANTUM_PARTS))
-        if quantum != self.quantum:
-            old, self.quantum = self.quantum, quantum
-            self._per_part = 1.0 / (QUANTUM_PARTS * quantum)
-            self._rebuild_wheel(old)
+        lst = self.lst
+        self.wheel.set_quantum(quantum_for(live), lambda fd: bool(lst[fd]))
 
     # ---- the client table -----------------------------------------------------
 
@@ -782,54 +771,24 @@ class Engine:
     # ---- the timer wheel ------------------------------------------------------
 
     def _schedule(self, fd: int, due: float, wait: float = 0.0) -> None:
-        """Put ``fd`` in the bucket of ``due``, rounded up to a grid of quanta
-        as coarse as a wait of ``wait`` seconds allows: the largest power of two
-        that keeps it at most 1/QUANTUM_PARTS late. A short wait is rounded to
-        one quantum; a 10 s pace among 0.5 s ones (adaptive) to 16, so such
-        clients share 40 buckets a pace, not 800 (each bucket is an object
-        and, when due, a wake-up)."""
-        r = int(wait * self._per_part)
-        if r > 1:
-            m = 1 << (r.bit_length() - 1)
-            key = math.ceil(due / (self.quantum * m)) * m
-        else:
-            key = math.ceil(due / self.quantum)
-        self.due[fd] = key & KEY_MASK
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = array(self._fd_type)
-            heapq.heappush(self._keys, key)
-            if self._timer is None or key < self._timer_key:
-                self._arm(key)
-        bucket.append(fd)
+        self.wheel.schedule(fd, due, wait)
 
-    def _arm(self, key: int) -> None:
+    def _arm(self, when: float | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_key = key
-        self._timer = self.loop.call_at(key * self.quantum, self._on_timer)
-
-    def _rebuild_wheel(self, old_quantum: float) -> None:
-        old = self._buckets
-        self._buckets = {}
-        self._keys = []
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for key, bucket in old.items():
-            for fd in bucket:
-                if self.lst[fd] and self.due[fd] == key & KEY_MASK:
-                    self._schedule(fd, key * old_quantum)
+        self._timer = None if when is None else self.loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         """Tick every client that is due. This is the hot path: the common step
         (send a unit, come back later) is carried out inline, with locals."""
         self._timer = None
+        wheel = self.wheel
+        wheel.fired()
         now = self.loop.time()
-        q, per_part = self.quantum, self._per_part
-        limit = math.floor(now / q + 1e-6)  # the loop may wake a hair early
+        q, per_part = wheel.quantum, wheel.per_part
+        limit = wheel.limit(now)
         now_ms = int(now * 1000.0)
-        keys, buckets, heappop, ceil = self._keys, self._buckets, heapq.heappop, math.ceil
+        keys, buckets, heappop, ceil = wheel.keys, wheel.buckets, heapq.heappop, math.ceil
         lst, due, t0, state, sent = self.lst, self.due, self.t0, self.state, self.sent
         NO = NO_TICK
         listeners, pending, objs, write = self.listeners, self.pending, self.objs, os.write
@@ -873,7 +832,7 @@ class Engine:
                     pending[fd] = (out[n:], now)
                     self.ep.modify(fd, _INOUT)
                 if delay is not None:
-                    r = int(delay * per_part)  # the grid for this wait: see _schedule
+                    r = int(delay * per_part)  # the grid for this wait: see Wheel.key
                     if r > 1:
                         m = 1 << (r.bit_length() - 1)
                         k = ceil((now + delay) / (q * m)) * m
@@ -881,13 +840,12 @@ class Engine:
                         k = ceil((now + delay) / q)
                     bucket = buckets.get(k)
                     if bucket is None:
-                        self._schedule(fd, now + delay, delay)
+                        wheel.schedule(fd, now + delay, delay)
                     else:
                         due[fd] = k & KEY_MASK
                         bucket.append(fd)
         self.bytes_sent += sent_now
-        if keys:
-            self._arm(keys[0])
+        wheel.rearm()
 
     def _tick(self, fd: int, now: float) -> None:
         if fd in self.pending and not self._flush(fd, now):
@@ -1165,9 +1123,7 @@ class Engine:
             self._close_parked(tarpit)
         self.close_all("shutdown")
         self.emit_totals()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.wheel.clear()
         for handle in (self._fd_pause, self._trim_at, self._sweep_at):
             if handle is not None:
                 handle.cancel()
