@@ -376,9 +376,10 @@ def test_the_wheel_stores_fds_in_the_narrowest_type_that_holds_them(rows: int) -
 
     from tarry.baits import registry
     from tarry.config import parse
-    from tarry.engine import Engine, make_table
+    from tarry.engine import Engine
     from tarry.events import Bus
     from tarry.net import bind_listener
+    from tarry.table import make_table
 
     spec = parse('[[tarpit]]\nprotocol = "ssh"\nlisten = ["127.0.0.1:0"]\ndelay = 0.05\n').tarpits[
         0
@@ -408,15 +409,16 @@ def test_a_client_held_for_months_keeps_its_exact_accept_time() -> None:
     wraps back to a young client's."""
     import asyncio
 
-    from tarry.engine import Engine, make_table, ms_age
+    from tarry.engine import Engine
     from tarry.events import Bus
+    from tarry.table import make_table, ms_age
 
     loop = asyncio.new_event_loop()
     try:
         engine = Engine(Bus(), table=make_table(64), loop=loop)
         fd, start = 5, 123456.789
         engine.lst[fd] = 1
-        engine.top = fd + 1
+        engine.rows.top = fd + 1
         engine.t0[fd] = int(start * 1000) & 0xFFFFFFFF
         for day in range(0, 121, 6):  # the sweep's period: 6 days
             now = start + day * 86400 + 0.25
@@ -428,7 +430,7 @@ def test_a_client_held_for_months_keeps_its_exact_accept_time() -> None:
             else:
                 assert (1 << 31) / 1000 <= bait_age <= 31 * 86400
         engine.lst[fd] = 0
-        engine._since.clear()
+        engine.rows.since.clear()
         engine.ep.close()
     finally:
         loop.close()

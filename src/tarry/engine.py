@@ -16,26 +16,31 @@ import errno
 import fcntl
 import heapq
 import math
-import mmap
 import os
 import random
-import resource
 import select
 import socket
-import struct
 import sys
 import time
-from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import proxy
 from .bait import Bait, Step, TarpitSpec, note_text, shortest
-from .events import ACCEPT, CLOSE, TOTALS, Bus, Event, Notes
+from .events import ACCEPT, CLOSE, TOTALS, Bus, Event
 from .heap import MALLOC_TRIM
 from .limits import IPCounter, v6_key
 from .net import format_address, raise_fd_limit, tune_listener, unmapped
+from .table import (
+    SWEEP_EVERY,
+    ClientTable,
+    Interner,
+    make_table,
+    pack_host,
+    table_rows,
+    unpack_host,
+)
 from .wheel import KEY_MASK, NO_TICK, Wheel, quantum_for
 
 READ_CHUNK = 1 << 16  # one read; peer input is discarded after the bait has seen it
@@ -57,8 +62,6 @@ NOTICE_WINDOW = 10.0  # seconds; repeated notices (refusals, bad PROXY headers) 
 NOTICE_BURST = 5  # notices of one kind logged in full per window
 # why a connection was closed without being greeted (tarry_refused_connections_total)
 REFUSALS = ("per_ip", "proxy")
-AGE_REBASE = 1 << 31  # ms (24.8 days): older accept times are rebased by the sweep ...
-SWEEP_EVERY = 6 * 86400.0  # ... which runs this often (seconds), well inside 2**32 ms
 
 
 @dataclass(eq=False)
@@ -98,42 +101,6 @@ class Listener:
         return self.sock.fileno() if self.sock else -1
 
 
-class Interner:
-    """Reference-counted notes, so clients that revealed the same thing (most
-    send one of a few SSH identification strings) share one tuple."""
-
-    def __init__(self) -> None:
-        self.ids: dict[Notes, int] = {}
-        self.items: list[Notes | None] = [()]
-        self.refs = array("I", [0])
-        self.free: list[int] = []
-
-    def acquire(self, notes: Notes) -> int:
-        i = self.ids.get(notes)
-        if i is None:
-            if self.free:
-                i = self.free.pop()
-                self.items[i] = notes
-                self.refs[i] = 0
-            else:
-                i = len(self.items)
-                self.items.append(notes)
-                self.refs.append(0)
-            self.ids[notes] = i
-        self.refs[i] += 1
-        return i
-
-    def release(self, i: int) -> None:
-        if i == 0:
-            return
-        self.refs[i] -= 1
-        if self.refs[i] == 0:
-            notes = self.items[i]
-            self.items[i] = None
-            del self.ids[notes]  # type: ignore[arg-type]
-            self.free.append(i)
-
-
 class Engine:
     """Holds clients for every tarpit in one asyncio loop."""
 
@@ -146,6 +113,9 @@ class Engine:
         write_timeout: float = 300.0,
         loop: asyncio.AbstractEventLoop | None = None,
         table: dict[str, memoryview] | None = None,
+        ip6: dict[int, bytes] | None = None,
+        notes: Interner | None = None,
+        publish_top: Callable[[int], None] | None = None,
     ) -> None:
         self.bus = bus
         self.write_timeout = write_timeout
@@ -155,35 +125,26 @@ class Engine:
         self.ep = select.epoll()
         self._buf = bytearray(READ_CHUNK)
         self._view = memoryview(self._buf)
-        # The client table: one row per possible fd, 32 bytes a row, in columns
-        # of anonymous memory (see TABLE). Pages become resident only when a row
-        # on them is first used, so the table costs what the clients held use,
-        # and it never moves or leaves freed holes behind as it fills. A worker
-        # gets columns its supervisor made before the fork (docs/workers.md).
-        if table is None:
-            table = make_table(table_rows(raise_fd_limit()))
-        self.cap = min(len(table[name]) for name, _ in TABLE)
+        # the client table (tarry.table); its columns are bound here too, as
+        # the hot paths read them
+        rows = self.rows = ClientTable(
+            make_table(table_rows(raise_fd_limit())) if table is None else table,
+            ip6,
+            notes,
+            publish_top,
+        )
+        self.cap = rows.cap
         # the wheel's buckets hold fds: 2 bytes each while every fd fits
         self._fd_type = "H" if self.cap <= 1 << 16 else "i"
-        self.top = 0  # one past the highest fd used so far
-        self.lst = table["lst"]
-        self.t0 = table["t0"]
-        self.due = table["due"]
-        self.sent = table["sent"]
-        self.recv = table["recv"]
-        self.state = table["state"]
-        self.note = table["note"]
-        self.port = table["port"]
-        self.ip4 = table["ip4"]
-        self.ip6: dict[int, bytes] = {}  # IPv6 peers (the rarer kind) cost a dict entry
+        self.lst, self.t0, self.due = rows.lst, rows.t0, rows.due
+        self.sent, self.recv, self.state = rows.sent, rows.recv, rows.state
+        self.note, self.port, self.ip4, self.ip6 = rows.note, rows.port, rows.ip4, rows.ip6
+        self.notes = rows.notes
         # rare, sparse extras
         self.objs: dict[int, Any] = {}
         self.pending: dict[int, tuple[bytes, float]] = {}
-        self._high: dict[int, list[int]] = {}  # fd -> [sent_hi, recv_hi] beyond 2**32
-        self._since: dict[int, float] = {}  # fd -> accept time of clients held > 24.8 days
         self._sweep_at: asyncio.TimerHandle | None = None
         self._deferred: set[int] = set()  # ticks held back while a write is pending
-        self.notes = Interner()
         self._timer: asyncio.TimerHandle | None = None
         self.wheel = Wheel(self.due, self._fd_type, self._arm)
         # totals, as endlessh keeps them
@@ -264,28 +225,11 @@ class Engine:
     # ---- the client table -----------------------------------------------------
 
     def host(self, fd: int) -> str:
-        raw6 = self.ip6.get(fd)
-        if raw6 is not None:
-            return socket.inet_ntop(socket.AF_INET6, raw6)
-        dotted = socket.inet_ntoa(self.ip4[fd].to_bytes(4, "big"))
         listener = self.listeners[self.lst[fd]]
-        if listener is not None and listener.family == socket.AF_INET6:
-            return "::ffff:" + dotted  # as a dual-stack socket (and endlessh) shows it
-        return dotted
+        return self.rows.host(fd, listener.family if listener is not None else socket.AF_INET)
 
     def counters(self, fd: int) -> tuple[int, int]:
-        hi = self._high.get(fd)
-        if hi is None:
-            return self.sent[fd], self.recv[fd]
-        return self.sent[fd] + hi[0], self.recv[fd] + hi[1]
-
-    def _count(self, col: memoryview, which: int, fd: int, n: int) -> None:
-        v = col[fd] + n
-        if v > 0xFFFFFFFF:
-            hi = self._high.setdefault(fd, [0, 0])
-            hi[which] += v & ~0xFFFFFFFF
-            v &= 0xFFFFFFFF
-        col[fd] = v
+        return self.rows.counters(fd)
 
     # ---- accept ---------------------------------------------------------------
 
@@ -438,10 +382,9 @@ class Engine:
         if fd >= self.cap:  # only if someone raised the fd limit behind our back
             os.close(fd)
             return
-        if fd >= self.top:
-            self.top = fd + 1
+        self.rows.take(fd)
         host, port = peer[0], peer[1]
-        ip4, ip6 = _pack(host)
+        ip4, ip6 = pack_host(host)
         tarpit = listener.tarpit
         now = self.loop.time()
         if tarpit.spec.proxy_protocol:
@@ -513,7 +456,7 @@ class Engine:
         if ips.count(ip4, key6) < tarpit.spec.max_clients_per_ip:
             ips.add(ip4, key6)
             return True
-        who = _unpack(ip4, ip6)
+        who = unpack_host(ip4, ip6)
         if tarpit.spec.per_ip_action == "backlog":
             try:
                 self.ep.unregister(fd)
@@ -568,9 +511,9 @@ class Engine:
             tarpit.ips.add(ip4, None if ip6 is None else v6_key(ip6))
         now = self.loop.time()
         self._fill(listener, fd, ip4, ip6, port, now)
-        self._greet(listener, fd, _unpack(ip4, ip6, listener.family), port, now)
+        self._greet(listener, fd, unpack_host(ip4, ip6, listener.family), port, now)
         if first and self.lst[fd]:
-            self._count(self.recv, 1, fd, len(first))
+            self.rows.count(self.recv, 1, fd, len(first))
             self._feed(fd, listener, first, now)
 
     def _register(self, fd: int) -> bool:
@@ -608,7 +551,7 @@ class Engine:
         del self.objs[fd]
         ip4, ip6, port = self.ip4[fd], self.ip6.get(fd), self.port[fd]
         if header.family is not None:
-            ip4, ip6 = _pack(header.src)
+            ip4, ip6 = pack_host(header.src)
             port = header.src_port
         # leave the row as a plain client would have it, minus the header wait
         self._forget_row(fd, listener)
@@ -617,9 +560,9 @@ class Engine:
             self._after_leave(listener)
             return
         self._fill(listener, fd, ip4, ip6, port, now)
-        self._greet(listener, fd, _unpack(ip4, ip6, listener.family), port, now)
+        self._greet(listener, fd, unpack_host(ip4, ip6, listener.family), port, now)
         if rest and self.lst[fd]:
-            self._count(self.recv, 1, fd, len(rest))
+            self.rows.count(self.recv, 1, fd, len(rest))
             self._feed(fd, listener, rest, now)
 
     # ---- input ----------------------------------------------------------------
@@ -658,7 +601,7 @@ class Engine:
             if n == 0:
                 self._close(fd, "closed")
                 return
-            self._count(self.recv, 1, fd, n)
+            self.rows.count(self.recv, 1, fd, n)
             listener = self.listeners[self.lst[fd]]
             assert listener is not None
             now = self.loop.time()
@@ -749,7 +692,7 @@ class Engine:
             self._close(fd, "reset" if isinstance(exc, _GONE) else "error")
             return False
         if n:
-            self._count(self.sent, 0, fd, n)
+            self.rows.count(self.sent, 0, fd, n)
             self.bytes_sent += n
         if n < len(data):
             self.pending[fd] = (data[n:], now)
@@ -824,7 +767,7 @@ class Engine:
                     continue
                 v = sent[fd] + n
                 if v > 0xFFFFFFFF:
-                    self._count(sent, 0, fd, n)
+                    self.rows.count(sent, 0, fd, n)
                 else:
                     sent[fd] = v
                 sent_now += n
@@ -889,7 +832,6 @@ class Engine:
         now = self.loop.time()
         duration = self.age(fd, now)
         sent, received = self.counters(fd)
-        note_id = self.note[fd]
         event = Event(
             CLOSE,
             time.time(),
@@ -902,7 +844,7 @@ class Engine:
             sent=sent,
             received=received,
             reason=reason,
-            notes=self.notes.items[note_id] or (),
+            notes=self.rows.notes_of(fd),
         )
         ip4, ip6 = self.ip4[fd], self.ip6.get(fd)
         self._forget_row(fd, listener)
@@ -921,16 +863,11 @@ class Engine:
 
     def _forget_row(self, fd: int, listener: Listener) -> None:
         """Clear a client's row and counts; the fd itself stays open."""
-        self.lst[fd] = 0
+        self.rows.forget(fd)
         self.due[fd] = NO_TICK
-        self.notes.release(self.note[fd])
-        self.note[fd] = 0
         self.objs.pop(fd, None)
         self.pending.pop(fd, None)
         self._deferred.discard(fd)
-        self._high.pop(fd, None)
-        self._since.pop(fd, None)
-        self.ip6.pop(fd, None)
         self.held -= 1
         listener.tarpit.held -= 1
         listener.held -= 1
@@ -951,8 +888,7 @@ class Engine:
                 self._resume(other)
 
     def clients(self) -> list[int]:
-        lst = self.lst
-        return [fd for fd in range(self.top) if lst[fd]]
+        return self.rows.clients()
 
     def close_all(self, reason: str = "shutdown") -> None:
         for fd in self.clients():
@@ -961,27 +897,10 @@ class Engine:
     # ---- accept times -----------------------------------------------------------
 
     def age(self, fd: int, now: float) -> float:
-        """Seconds since ``fd`` was accepted. The table keeps the accept time in
-        32-bit milliseconds (4 bytes a client less than a double), which count
-        ages up to 49.7 days; the sweep keeps the exact time of the rare client
-        held longer than 24.8 days aside, and rebases its row, so this stays
-        exact and the age the timer hands a bait (from the row alone) stays at
-        24.8 to 31 days for such a client, never wrapping back to a young one's."""
-        since = self._since.get(fd) if self._since else None
-        if since is not None:
-            return now - since
-        return ms_age(self.t0[fd], now)
+        return self.rows.age(fd, now)
 
     def _sweep(self, now: float | None = None) -> None:
-        if now is None:
-            now = self.loop.time()
-        now_ms = int(now * 1000.0)
-        t0 = self.t0
-        for fd in self.clients():
-            held = (now_ms - t0[fd]) & KEY_MASK
-            if held >= AGE_REBASE:
-                self._since.setdefault(fd, now - held * 0.001)
-                t0[fd] = (now_ms - AGE_REBASE) & KEY_MASK
+        self.rows.sweep(self.loop.time() if now is None else now)
         self._sweep_at = self.loop.call_later(SWEEP_EVERY, self._sweep)
 
     # ---- totals, reload, shutdown ---------------------------------------------
@@ -1139,9 +1058,8 @@ class Engine:
     def snapshot(self, limit: int = 20) -> list[dict[str, Any]]:
         """The longest-held current clients, as plain data (for the dashboard)."""
         now = self.loop.time()
-        rows = sorted(self.clients(), key=lambda fd: -self.age(fd, now))[:limit]
         out = []
-        for fd in rows:
+        for fd in self.rows.longest_held(now, limit):
             listener = self.listeners[self.lst[fd]]
             assert listener is not None
             sent, received = self.counters(fd)
@@ -1154,7 +1072,7 @@ class Engine:
                     "age": self.age(fd, now),
                     "sent": sent,
                     "received": received,
-                    "notes": dict(self.notes.items[self.note[fd]] or ()),
+                    "notes": dict(self.rows.notes_of(fd)),
                 }
             )
         return out
@@ -1205,72 +1123,16 @@ class _ProxyWait(bytearray):
     """The obj of a client whose PROXY header is still coming: the bytes so far."""
 
 
-def ms_age(t0: int, now: float) -> float:
-    """Seconds from a table's accept time (32-bit milliseconds) to ``now``."""
-    return ((int(now * 1000.0) - t0) & KEY_MASK) * 0.001
-
-
 def _warm_code(fd: int) -> None:
     """Run once the library code every client needs (address parsing and its
     locale tables, math, fcntl, heapq, random). A forked worker maps a shared
     library's pages only when it first runs them, 60 to 120 kB in all: its
     first client should not look as if it cost that much."""
-    _pack("192.0.2.1")
-    _pack("2001:db8::1")
-    _pack("::ffff:192.0.2.1")
+    pack_host("192.0.2.1")
+    pack_host("2001:db8::1")
+    pack_host("::ffff:192.0.2.1")
     keys = [math.ceil(0.5), math.floor(0.5)]
     heapq.heappush(keys, 0)
     heapq.heappop(keys)
     fcntl.fcntl(fd, fcntl.F_GETFL)
     random.random()
-
-
-def _pack(host: str) -> tuple[int, bytes | None]:
-    """An address as the table keeps it: IPv4 as an int, else 16 bytes of IPv6."""
-    if host.startswith("::ffff:") and "." in host:
-        return int.from_bytes(socket.inet_aton(host[7:]), "big"), None
-    if ":" in host:
-        return 0, socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
-    return int.from_bytes(socket.inet_aton(host), "big"), None
-
-
-def _unpack(ip4: int, ip6: bytes | None, family: int = socket.AF_INET) -> str:
-    if ip6 is not None:
-        return socket.inet_ntop(socket.AF_INET6, ip6)
-    dotted = socket.inet_ntoa(ip4.to_bytes(4, "big"))
-    return "::ffff:" + dotted if family == socket.AF_INET6 else dotted
-
-
-def table_rows(fd_limit: int) -> int:
-    """Rows for every fd the process may open (address space is cheap; only
-    touched pages are memory), within reason when the limit is huge."""
-    if fd_limit == resource.RLIM_INFINITY or fd_limit <= 0:
-        return 1 << 22
-    return min(fd_limit, 1 << 22)
-
-
-TABLE = (
-    ("lst", "H"),  # listener index, 0 = no client on this fd
-    ("t0", "I"),  # accept time: ms of the loop clock (CLOCK_MONOTONIC), mod 2**32; see age()
-    ("due", "I"),  # wheel key of the next tick (low 32 bits); NO_TICK = none
-    ("sent", "I"),  # bytes sent, low 32 bits (see Engine._high)
-    ("recv", "I"),  # bytes received, low 32 bits
-    ("state", "I"),  # the bait's state word
-    ("note", "I"),  # notes id in the interner, 0 = none
-    ("port", "H"),
-    ("ip4", "I"),  # the peer's IPv4 address
-)
-
-
-def make_table(rows: int) -> dict[str, memoryview]:
-    """The client table's columns, ``rows`` rows each (32 bytes a row)."""
-    return {name: column(fmt, rows) for name, fmt in TABLE}
-
-
-def column(fmt: str, rows: int) -> memoryview:
-    """A zero-filled typed column in anonymous memory, shared with children
-    forked later (MAP_SHARED, mmap's default), which is what lets a supervisor
-    read a worker's table."""
-    size = max(struct.calcsize(fmt) * rows, mmap.PAGESIZE)
-    view: Any = memoryview(mmap.mmap(-1, size))  # cast() is typed for literal formats only
-    return view.cast(fmt)  # type: ignore[no-any-return]

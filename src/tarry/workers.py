@@ -53,20 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .bait import Bait, TarpitSpec
-from .engine import (
-    PARK_MAX,
-    REFUSALS,
-    Engine,
-    Interner,
-    Listener,
-    Tarpit,
-    _ProxyWait,
-    _unpack,
-    column,
-    make_table,
-    ms_age,
-    table_rows,
-)
+from .engine import PARK_MAX, REFUSALS, Engine, Listener, Tarpit, _ProxyWait
 from .events import CLOSE, TOTALS, BaseSink, Bus, Event, Notes, Sink, listen_line
 from .heap import MALLOC_TRIM
 from .metrics import Metrics
@@ -79,6 +66,7 @@ from .net import (
     unmapped,
 )
 from .runtime import config_line, fail, make_baits, observability, run, said_changes, where_in
+from .table import Interner, column, make_table, ms_age, table_rows, unpack_host
 
 STRIDE = 256  # shared counts per worker: clients held in all, then one per [[tarpit]]
 MAX_TARPITS = STRIDE - 1
@@ -457,10 +445,16 @@ class WorkerEngine(Engine):
         self._locks = 0
         self._held = 0
         self._poll: asyncio.TimerHandle | None = None
-        super().__init__(bus, write_timeout=write_timeout, loop=loop, table=table)
+        super().__init__(
+            bus,
+            write_timeout=write_timeout,
+            loop=loop,
+            table=table,
+            ip6=SharedIp6(table["ip6"]),
+            notes=MirroredInterner(channel),
+            publish_top=self._publish_top,
+        )
         self.flag = table["flag"]
-        self.ip6 = SharedIp6(table["ip6"])
-        self.notes = MirroredInterner(channel)
         self.channel = channel
 
     # -- counts and totals that the supervisor reads -----------------------------
@@ -487,8 +481,10 @@ class WorkerEngine(Engine):
     connects = _stat(0)
     closed_seconds = _stat(1)
     bytes_sent = _stat(2)
-    top = _stat(3)
     del _stat
+
+    def _publish_top(self, top: int) -> None:
+        self._stats[self._sbase + 3] = top
 
     def refuse(self, reason: str) -> None:
         super().refuse(reason)
@@ -1041,7 +1037,7 @@ class Supervisor:
                 continue
             proto, address, family = slot.listeners.get(index, ("", "", socket.AF_INET))
             raw6 = bytes(ip6[fd * 16 : fd * 16 + 16])
-            host = _unpack(table["ip4"][fd], raw6 if any(raw6) else None, family)
+            host = unpack_host(table["ip4"][fd], raw6 if any(raw6) else None, family)
             duration = ms_age(table["t0"][fd], now)
             self.retired[1] += duration
             closed += 1
@@ -1189,7 +1185,7 @@ class Supervisor:
                 {
                     "proto": proto,
                     "listener": address,
-                    "host": _unpack(table["ip4"][fd], raw6 if any(raw6) else None, family),
+                    "host": unpack_host(table["ip4"][fd], raw6 if any(raw6) else None, family),
                     "port": table["port"][fd],
                     "age": age,
                     "sent": table["sent"][fd],
