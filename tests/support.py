@@ -247,6 +247,19 @@ ADMIN_DEFAULT_GROUP = pytest.mark.xdist_group("admin-default-port")
 themselves, run one at a time on one xdist worker (``--dist loadgroup``)."""
 
 
+def hold_default_admin_port() -> socket.socket:
+    """Keep 127.0.0.1:8787 busy for a test of the default admin port (if
+    something else holds it already, that is just as good)."""
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        blocker.bind(("127.0.0.1", 8787))
+        blocker.listen()
+    except OSError:
+        pass
+    return blocker
+
+
 def start_tarry(
     config_text: str,
     extra_args: list[str] | None = None,

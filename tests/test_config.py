@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import pytest
 
-from support import ADMIN_DEFAULT_GROUP
+from support import ADMIN_DEFAULT_GROUP, hold_default_admin_port
 from tarry.bait import Bounds
 from tarry.config import DEFAULT_CONFIG, ConfigError, EndlesshConfig, load_endlessh, parse
 
@@ -377,13 +377,7 @@ def test_check_config_refuses_what_serve_refuses(tmp_path) -> None:
 def test_a_taken_default_admin_port_is_a_warning_in_check_config_too(tmp_path) -> None:
     """serve runs without the dashboard when the default 127.0.0.1:8787 is taken;
     check-config says the same warning, and passes."""
-    blocker = socket.socket()
-    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        blocker.bind(("127.0.0.1", 8787))
-        blocker.listen()
-    except OSError:
-        pass  # something else holds it already: just as good
+    blocker = hold_default_admin_port()
     try:
         path = tmp_path / "t.toml"
         path.write_text(GOOD + "[history]\nenabled = false\n")

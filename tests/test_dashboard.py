@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from support import ADMIN_DEFAULT_GROUP, need, need_module, ssh_argv, start_tarry, wait_until
+from support import (
+    ADMIN_DEFAULT_GROUP,
+    hold_default_admin_port,
+    need,
+    need_module,
+    ssh_argv,
+    start_tarry,
+    wait_until,
+)
 from tarry.report import report_main
 from test_geo import write_mmdb
 
@@ -207,13 +215,7 @@ enabled = false
 @ADMIN_DEFAULT_GROUP
 def test_default_admin_port_taken_is_only_a_warning(tmp_path):
     """With no [admin] table the dashboard is best effort: a busy 8787 does not stop the tarpit."""
-    blocker = socket.socket()
-    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        blocker.bind(("127.0.0.1", 8787))
-        blocker.listen()
-    except OSError:
-        pass  # something else holds it already: just as good
+    blocker = hold_default_admin_port()
     t = start_tarry(
         f"""
 [[tarpit]]

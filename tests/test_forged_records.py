@@ -317,7 +317,7 @@ def test_the_history_keeps_the_full_crafted_text(run: Run) -> None:
 def test_every_peer_line_is_logfmt(run: Run) -> None:
     for line in run.log.read_text().splitlines():
         _stamp, word, fields = line.split(" ", 2)
-        assert word in ("LISTEN", "ACCEPT", "CLOSE", "TOTALS"), line
+        assert word in ("LISTEN", "ADMIN", "OBSERVE", "ACCEPT", "CLOSE", "TOTALS"), line
         assert " ".join(f"{k}={v}" for k, v in LOGFMT.findall(fields)) == fields, line
 
 
