@@ -81,3 +81,11 @@ def test_cookies_spread_over_32_bits():
     values = {jar.make(SRC, DST, port, 22, 0) for port in range(5000)}
     assert len(values) == 5000
     assert max(values) > 2**31 and min(values) < 2**31
+
+
+def test_mask_compares_only_its_bits():
+    jar = Cookies(b"s" * 32, Clock())
+    c = jar.make(SRC, DST, 5, 6, 7)
+    tagged = (c & 0xFFFFFF00) | 0xA4
+    assert not jar.check(SRC, DST, 5, 6, 7, tagged ^ 0x100, 0xFFFFFF00)
+    assert jar.check(SRC, DST, 5, 6, 7, tagged, 0xFFFFFF00)

@@ -4,9 +4,11 @@ The cookie is BLAKE2b keyed with a per-process secret over the 4-tuple, the
 client's initial sequence number and a time slot, cut to 32 bits. The
 handshake's ACK (or first data, or a FIN) acknowledges ``cookie + 1``; it
 proves the client saw our SYN-ACK if that equals the cookie of the current or
-the previous slot, so a cookie lives between one and two slots. Forging one
-takes 2**31 guesses per 4-tuple on average, and a SYN flood costs a hash and a
-reply per SYN, never memory. The MSS is fixed, so no bits go to encoding it.
+the previous slot, so a cookie lives between one and two slots. A caller may
+spend some bits on a tag (``mask``; tcp.py keeps 24 bits of MAC, as Linux
+does): forging one then takes about 2**22 guesses per 4-tuple, and a SYN flood
+costs a hash and a reply per SYN, never memory. The MSS is fixed, so no bits
+go to encoding it.
 """
 
 from __future__ import annotations
@@ -43,12 +45,22 @@ class Cookies:
         whose own initial sequence number is ``isn``."""
         return self._mac(int(self._clock() // SLOT), src, dst, sport, dport, isn)
 
-    def check(self, src: bytes, dst: bytes, sport: int, dport: int, isn: int, cookie: int) -> bool:
+    def check(
+        self,
+        src: bytes,
+        dst: bytes,
+        sport: int,
+        dport: int,
+        isn: int,
+        cookie: int,
+        mask: int = 0xFFFFFFFF,
+    ) -> bool:
         """Whether ``cookie`` is one we made for this 4-tuple and ISN in this slot or
-        the one before. ``isn`` is the client's: its ACK's seq minus one."""
+        the one before. ``isn`` is the client's: its ACK's seq minus one. Only the
+        bits in ``mask`` are compared, for a caller that spends some on a tag."""
         slot = int(self._clock() // SLOT)
-        cookie &= 0xFFFFFFFF
+        cookie &= mask
         return cookie in (
-            self._mac(slot, src, dst, sport, dport, isn),
-            self._mac(slot - 1, src, dst, sport, dport, isn),
+            self._mac(slot, src, dst, sport, dport, isn) & mask,
+            self._mac(slot - 1, src, dst, sport, dport, isn) & mask,
         )
