@@ -112,15 +112,17 @@ def test_parse_is_total_on_garbage(data):
     st.sampled_from([(A4, B4), (A6, B6)]),
     st.integers(0, 65535), st.integers(0, 65535),
     st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
-    st.integers(0, 0x3F), st.binary(max_size=600), st.sampled_from([0, 536, 1460]),
+    st.integers(0, 0x3F), st.binary(max_size=600), st.sampled_from([0, 536, 1460]), st.booleans(),
 )  # fmt: skip
-def test_build_parse_roundtrip(pair, sport, dport, seq, ack, flags, payload, mss):
-    raw = build(*pair, sport, dport, seq, ack, flags, payload, mss=mss)
+def test_build_parse_roundtrip(pair, sport, dport, seq, ack, flags, payload, mss, sack_ok):
+    raw = build(*pair, sport, dport, seq, ack, flags, payload, mss=mss, sack_ok=sack_ok)
     verify(raw)
     seg = parse(raw)
     assert seg is not None
     assert (seg.src, seg.dst, seg.sport, seg.dport) == (*pair, sport, dport)
     assert (seg.seq, seg.ack, seg.flags, seg.payload) == (seq, ack, flags, payload)
+    assert seg.options.endswith(packet.SACK_OK if sack_ok else b"")
+    assert len(seg.options) == (4 if mss else 0) + (4 if sack_ok else 0)
 
 
 @settings(max_examples=1000)

@@ -81,3 +81,51 @@ def test_without_cap_net_raw_one_clear_line_each():
         'stack = "raw" needs CAP_NET_RAW to open a packet socket',
         'stack = "raw" needs CAP_NET_RAW to open a raw socket',
     ]
+
+
+CHECKSUMS = r"""
+import json, socket, time
+from tarry.raw import packet
+from tarry.raw.ring import Sender
+
+def snmp():
+    head, values = [line.split()[1:] for line in open("/proc/net/snmp") if line.startswith("Tcp:")]
+    return dict(zip(head, map(int, values)))
+
+def wait_for(counter, start, deadline=3.0):
+    end = time.monotonic() + deadline
+    while snmp()[counter] == start and time.monotonic() < end:
+        time.sleep(0.01)
+    return snmp()[counter] - start
+
+s = Sender()
+out = {}
+for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    srv = socket.socket(family)
+    srv.bind((host, 5000))
+    srv.listen()
+    me = socket.inet_pton(family, host)
+    bad = bytearray(packet.build(me, me, 40002, 5000, 1000, 0, packet.SYN, mss=536, sack_ok=True))
+    bad[-12] ^= 0xFF  # in the TCP header: the checksum no longer matches
+    errors = snmp()["InCsumErrors"]
+    s.send([bytes(bad)])
+    rejected = wait_for("InCsumErrors", errors)
+    sent = snmp()["OutSegs"]
+    s.send([packet.build(me, me, 40001, 5000, 1000, 0, packet.SYN, mss=536, sack_ok=True)])
+    answered = wait_for("OutSegs", sent)  # the kernel took our SYN and sent a SYN-ACK
+    out[host] = [rejected, answered, snmp()["InCsumErrors"] - errors]
+    srv.close()
+print(json.dumps(out))
+"""
+
+
+def test_the_kernel_accepts_our_checksums_and_rejects_a_wrong_one():
+    """Loopback checks the checksums of raw-socket packets (they carry none to
+    offload), so the kernel is a second, independent checker of packet.build."""
+    done = run_python(CHECKSUMS)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    for host in ("127.0.0.1", "::1"):
+        rejected, answered, errors = out[host]
+        assert rejected == 1 and errors == 1, (host, out)  # the control: a wrong one is caught
+        assert answered >= 1, (host, out)

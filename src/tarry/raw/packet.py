@@ -23,6 +23,7 @@ MSS = 536  # what the SYN-ACK offers: small, and the least any IPv4 host must ta
 WINDOW = 1024  # what we advertise: a client never has much to say to a tarpit
 TTL = 64
 MAX_OPTIONS = 40  # a TCP header is at most 60 bytes, 20 of them fixed
+SACK_OK = b"\x01\x01\x04\x02"  # NOP, NOP, SACK-permitted: keeps options 4-byte aligned
 
 _IP4 = struct.Struct("!BBHHHBBH4s4s")
 _IP6 = struct.Struct("!IHBB16s16s")
@@ -113,10 +114,12 @@ def build(
     payload: bytes = b"",
     window: int = WINDOW,
     mss: int = 0,
+    sack_ok: bool = False,
 ) -> bytes:
     """An IP packet (IPv4 if ``src`` has 4 bytes, IPv6 if 16) carrying one TCP
-    segment, every checksum filled in; ``mss`` adds the MSS option (a SYN-ACK)."""
-    options = _MSS_OPTION.pack(2, 4, mss) if mss else b""
+    segment, every checksum filled in; ``mss`` adds the MSS option and
+    ``sack_ok`` SACK-permitted (both for a SYN-ACK)."""
+    options = (_MSS_OPTION.pack(2, 4, mss) if mss else b"") + (SACK_OK if sack_ok else b"")
     tcp_len = 20 + len(options) + len(payload)
     header = _TCP.pack(
         sport,

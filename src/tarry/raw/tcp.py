@@ -40,7 +40,6 @@ from .packet import ACK, FIN, MSS, PSH, RST, SYN, WINDOW, Segment
 TAG = 0xA5  # the low byte of the ACK that completes a handshake; see bpf.py
 LOST = 0x01  # the client reported a hole: send from ``una`` again on the next tick
 FIN_SENT = 0x02  # we closed our side; our FIN took a sequence number
-SACK_PERMITTED = b"\x04\x02"
 MASK = 0xFFFFFFFF
 MAC_BITS = 0xFFFFFF00  # a cookie keeps 24 bits of MAC, as Linux's syncookies do
 BYTES_PER_CLIENT = 16  # 3 x uint32 + flags, padded; see docs/raw-stack.md
