@@ -7,7 +7,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from tarry.raw.index import KEY_WIDTH, MAX_ROW, Index, tuple_key
+from tarry.raw.index import KEY_WIDTH, MAX_ROW, Index, RowIndex, tuple_key
 
 keys = st.builds(
     tuple_key,
@@ -84,3 +84,59 @@ def bytes_per_entry(n: int) -> float:
 def test_a_few_tens_of_bytes_per_entry(n):
     # slots of 24 bytes at a load of 0.375 to 0.75: 32 to 64 bytes per entry
     assert bytes_per_entry(n) <= 64
+
+
+class RowsAgainstDict(RuleBasedStateMachine):
+    """RowIndex keeps no keys: they live in 'columns' (here a dict row -> key)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.columns: dict[int, bytes] = {}
+        self.index = RowIndex(self.columns.__getitem__)
+        self.model: dict[bytes, int] = {}
+        self.next_row = 0
+
+    @rule(key=keys)
+    def open(self, key):
+        if key in self.model:
+            return
+        row = self.next_row
+        self.next_row += 1
+        self.columns[row] = key
+        self.index.put(key, row)
+        self.model[key] = row
+
+    @rule(key=keys)
+    def close(self, key):
+        assert self.index.pop(key) == self.model.pop(key, -1)
+
+    @rule(key=keys)
+    def get(self, key):
+        assert self.index.get(key) == self.model.get(key, -1)
+
+    @invariant()
+    def same(self):
+        assert len(self.index) == len(self.model)
+        assert sorted(self.index.rows()) == sorted(self.model.values())
+
+
+TestRowsAgainstDict = RowsAgainstDict.TestCase
+TestRowsAgainstDict.settings = settings(max_examples=150, stateful_step_count=80, deadline=None)
+
+
+def test_row_index_confirms_a_hash_match_with_the_rows_own_key():
+    columns = {0: b"a" * 20}
+    index = RowIndex(columns.__getitem__)
+    index.put(columns[0], 0)
+    assert index.get(b"a" * 20) == 0
+    columns[0] = b"c" * 20  # the row now holds another client: the old key must miss
+    assert index.get(b"a" * 20) == -1
+
+
+@pytest.mark.parametrize("n", [1000, 50000])
+def test_row_index_costs_about_sixteen_bytes_an_entry(n):
+    index = RowIndex(lambda row: tuple_key(row.to_bytes(4, "big"), row & 0xFFFF, 0))
+    for i in range(n):
+        index.put(tuple_key(i.to_bytes(4, "big"), i & 0xFFFF, 0), i)
+    assert index.nbytes / n <= 22  # 8-byte slots at a load of 0.375 to 0.75
+    assert index.get(tuple_key((n - 1).to_bytes(4, "big"), (n - 1) & 0xFFFF, 0)) == n - 1
