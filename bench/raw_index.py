@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from tarry.raw.index import Index, RowIndex, tuple_key  # noqa: E402
+from tarry.raw.index import Index, RowIndex, tuple_key
 
 
 def measure(name: str, index: Index | RowIndex, keys: list[bytes]) -> None:
