@@ -96,6 +96,19 @@ def _addresses(asm: Asm, hosts: list[bytes], at: int, ok: str, drop: str) -> Non
     asm(JA, 0, drop)
 
 
+def _wanted(asm: Asm, load: int, tcp_at: int, tag: int, ok: str) -> None:
+    """Jump to ``ok`` for SYN, FIN or RST, the handshake's ACK (``tag``), or TCP
+    options (a SACK block); else leave the TCP header's length in A."""
+    asm(load, tcp_at + 13)
+    asm(JSET_K, SYN | FIN | RST, ok)
+    asm(load, tcp_at + 11)  # the low byte of the acknowledgment number
+    asm(JEQ_K, tag, ok)
+    asm(load, tcp_at + 12)
+    asm(AND_K, 0xF0)
+    asm(RSH_K, 2)
+    asm(JGT_K, 20, ok)
+
+
 def _unless(asm: Asm, op: int, k: int, ok: str) -> None:
     """Drop right here unless the test holds: a drop too far away to jump to."""
     asm(op, k, ok)
@@ -137,14 +150,7 @@ def program(ports: list[int], v4: list[bytes], v6: list[bytes], tag: int) -> byt
     asm(LD_H_IND, 2)
     _any_of(asm, ports, "v4-port", "v4-drop")
     asm.label("v4-port")
-    asm(LD_B_IND, 13)
-    asm(JSET_K, SYN | FIN | RST, "v4-pass")
-    asm(LD_B_IND, 11)
-    asm(JEQ_K, tag, "v4-pass")  # the handshake's ACK (tcp.TAG)
-    asm(LD_B_IND, 12)
-    asm(AND_K, 0xF0)
-    asm(RSH_K, 2)
-    asm(JGT_K, 20, "v4-pass")  # options: a SACK block
+    _wanted(asm, LD_B_IND, 0, tag, "v4-pass")
     asm(ADD_X)
     asm(ST, 0)
     asm(LDX_MEM, 0)
@@ -160,14 +166,7 @@ def program(ports: list[int], v4: list[bytes], v6: list[bytes], tag: int) -> byt
     asm(LD_H_ABS, 42)
     _any_of(asm, ports, "v6-port", "v6-drop")
     asm.label("v6-port")
-    asm(LD_B_ABS, 53)
-    asm(JSET_K, SYN | FIN | RST, "v6-pass")
-    asm(LD_B_ABS, 51)
-    asm(JEQ_K, tag, "v6-pass")
-    asm(LD_B_ABS, 52)
-    asm(AND_K, 0xF0)
-    asm(RSH_K, 2)
-    asm(JGT_K, 20, "v6-pass")
+    _wanted(asm, LD_B_ABS, 40, tag, "v6-pass")
     asm(TAX)
     asm(LD_H_ABS, 4)
     asm(JGT_X, 0, "v6-pass", "v6-drop")  # payload length > the TCP header: a payload

@@ -15,7 +15,7 @@ Probing is linear from Python's keyed hash of the key (SipHash: a peer who
 picks its ports cannot aim at one chain). The table doubles when live entries
 pass half of it, and is rebuilt at the same size when tombstones fill it, so
 a probe always ends on an empty slot and a slot is used at a load of 0.375
-to 0.75 (``bench/raw_index.py`` gives the bytes per entry).
+to 0.75 (``bench/raw_parts.py index`` gives the bytes per entry).
 """
 
 from __future__ import annotations
