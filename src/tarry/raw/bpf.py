@@ -109,6 +109,25 @@ def _wanted(asm: Asm, load: int, tcp_at: int, tag: int, ok: str) -> None:
     asm(JGT_K, 20, ok)
 
 
+def _to_us(
+    asm: Asm,
+    family: str,
+    hosts: list[bytes],
+    addr_at: int,
+    ports: list[int],
+    tcp: tuple[int, int, int],
+    tag: int,
+) -> None:
+    """Drop what is not to one of our addresses and ports; pass what ``_wanted``
+    wants. ``tcp`` is the half-word load, byte load and offset that reach TCP."""
+    _addresses(asm, hosts, addr_at, f"{family}-addr", f"{family}-drop")
+    asm.label(f"{family}-addr")
+    asm(tcp[0], tcp[2] + 2)
+    _any_of(asm, ports, f"{family}-port", f"{family}-drop")
+    asm.label(f"{family}-port")
+    _wanted(asm, tcp[1], tcp[2], tag, f"{family}-pass")
+
+
 def _unless(asm: Asm, op: int, k: int, ok: str) -> None:
     """Drop right here unless the test holds: a drop too far away to jump to."""
     asm(op, k, ok)
@@ -144,13 +163,8 @@ def program(ports: list[int], v4: list[bytes], v6: list[bytes], tag: int) -> byt
     asm(JSET_K, 0x3FFF, None, "v4-whole")  # a fragment: its TCP header is not all here
     asm(RET_K, 0)
     asm.label("v4-whole")
-    _addresses(asm, v4, 16, "v4-addr", "v4-drop")
-    asm.label("v4-addr")
-    asm(LDX_B_MSH, 0)
-    asm(LD_H_IND, 2)
-    _any_of(asm, ports, "v4-port", "v4-drop")
-    asm.label("v4-port")
-    _wanted(asm, LD_B_IND, 0, tag, "v4-pass")
+    asm(LDX_B_MSH, 0)  # X: where TCP starts, for the loads relative to it
+    _to_us(asm, "v4", v4, 16, ports, (LD_H_IND, LD_B_IND, 0), tag)
     asm(ADD_X)
     asm(ST, 0)
     asm(LDX_MEM, 0)
@@ -161,12 +175,7 @@ def program(ports: list[int], v4: list[bytes], v6: list[bytes], tag: int) -> byt
     asm.label("v6")
     asm(LD_B_ABS, 6)
     _unless(asm, JEQ_K, 6, "v6-tcp")  # TCP right after the fixed header; no extension headers
-    _addresses(asm, v6, 24, "v6-addr", "v6-drop")
-    asm.label("v6-addr")
-    asm(LD_H_ABS, 42)
-    _any_of(asm, ports, "v6-port", "v6-drop")
-    asm.label("v6-port")
-    _wanted(asm, LD_B_ABS, 40, tag, "v6-pass")
+    _to_us(asm, "v6", v6, 24, ports, (LD_H_ABS, LD_B_ABS, 40), tag)
     asm(TAX)
     asm(LD_H_ABS, 4)
     asm(JGT_X, 0, "v6-pass", "v6-drop")  # payload length > the TCP header: a payload
