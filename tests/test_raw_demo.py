@@ -64,8 +64,10 @@ class Lines:
         self.proc.wait(timeout=10)
 
 
-def demo(ns: str, *listen: str) -> Lines:
-    argv = [sys.executable, "-m", "tarry.raw.demo", "--every", "0.2"]
+def demo(ns: str, *listen: str, every: float = 0.2, table: bool = True) -> Lines:
+    argv = [sys.executable, "-m", "tarry.raw.demo", "--every", str(every)]
+    if not table:
+        argv.append("--no-table")
     for text in listen:
         argv += ["--listen", text]
     proc = Lines(ns, argv)
@@ -224,3 +226,52 @@ def test_missing_capabilities_stop_the_demo_with_one_line(ns):
         done.stderr
         == 'tarry.raw.demo: stack = "raw" cannot start: missing CAP_NET_RAW, CAP_NET_ADMIN\n'
     )
+
+
+def test_without_the_table_the_kernel_does_reset(ns):
+    """The control for the silence above: the same client, no table, and the
+    kernel's TCP answers the tarpit port with RSTs."""
+    nc = need("nc")
+    server = demo(ns, "127.0.0.1:2222=ssh", table=False)
+    resets = kernel_resets(ns)
+    try:
+        in_ns(ns, nc, "-w", "1", "127.0.0.1", "2222", timeout=10)
+        assert kernel_resets(ns) > resets
+    finally:
+        server.stop()
+
+
+LOSSY = """
+table inet lossy {
+    chain out {
+        type filter hook output priority 0; policy accept;
+        tcp sport 2222 ip length > 60 numgen inc mod 4 == 1 counter drop
+    }
+}
+"""
+
+
+def test_lost_lines_are_sent_again_on_the_next_tick(ns):
+    """Every fourth line the tarpit sends is dropped on its way out: the client
+    reports each hole with a SACK block, and the bytes go again on the next
+    tick, so it still reads whole lines, in order, at the pace of the ticks."""
+    nc = need("nc")
+    loaded = subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "-f", "-"],
+        input=LOSSY,
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    server = demo(ns, "127.0.0.1:2222=ssh", every=0.1)
+    try:
+        got = in_ns(ns, "timeout", "2", nc, "127.0.0.1", "2222")
+    finally:
+        server.stop()
+    lines = got.stdout.splitlines()
+    assert set(lines[:-1]) == {"tarry raw demo: please hold"}, lines[:5]
+    assert "tarry raw demo: please hold".startswith(lines[-1])
+    assert len(lines) >= 10, len(lines)  # without the resend, the stream stops at the first hole
+    dropped = in_ns(ns, "nft", "list", "table", "inet", "lossy").stdout
+    assert int(dropped.split("counter packets ")[1].split()[0]) >= 3

@@ -249,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--seconds", type=float, default=0, help="stop after this long (0: on a signal)"
     )
+    ap.add_argument(
+        "--no-table",
+        action="store_true",
+        help="install no nftables table: the control that shows the kernel's RSTs it prevents",
+    )
     args = ap.parse_args(argv)
     try:
         listeners = [parse_listen(text) for text in args.listen]
@@ -263,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if nftables.present():
             say("STALE removed a table inet tarry left by an earlier run")
-        nftables.install(targets)
+        if not args.no_table:
+            nftables.install(targets)
     except nftables.NftError as exc:
         print(f"tarry.raw.demo: {exc}", file=sys.stderr)
         return 2
