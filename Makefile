@@ -18,7 +18,7 @@ run: $(PY)
 test: deps
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -n 2 --dist loadgroup
 
 deps: $(PY)
 	PYTHON=$(PY) ./scripts/install-test-deps.sh

@@ -5,7 +5,7 @@ time to accept N, userland bytes per held client (RSS and PSS delta / clients he
 over a hold window (scaled to 60 s) and per line sent, and the clients still held at the end.
 Every figure comes from /proc/PID of the server, so both servers are measured the same way.
 
-Usage: python bench/run.py [-n 10000] [--window 60] [--delay 10] [--servers tarry,reference]
+Usage: python bench/run.py [-n 10000] [--window 60] [--delay 10] [--servers tarry,endlessh,reference]
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import queue
 import re
 import resource
 import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +59,34 @@ def cpu_split(pid: int) -> tuple[float, float]:
     """(utime, stime) of the whole process (all threads), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+# The kernel's objects for one held TCP socket and its registration (a server
+# that watches its clients with epoll pays eventpoll_*; endlessh polls).
+SLABS = (
+    "TCP",
+    "TCPv6",
+    "sock_inode_cache",
+    "filp",
+    "dentry",
+    "eventpoll_epi",
+    "eventpoll_pwq",
+)
+
+
+def slab_bytes() -> int | None:
+    """Bytes in use in the SLABS caches, machine-wide (None without /proc/slabinfo, or not
+    root). Whole slabs are not counted, only objects: what each socket costs, not rounding."""
+    try:
+        lines = Path("/proc/slabinfo").read_text().splitlines()
+    except OSError:
+        return None
+    total = 0
+    for line in lines:
+        f = line.split()
+        if f and f[0] in SLABS:
+            total += int(f[1]) * int(f[3])  # active_objs * objsize
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
@@ -307,7 +337,26 @@ def start_reference(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Pop
     return proc, log, r"LISTEN 127\.0\.0\.1:(\d+)"
 
 
-SERVERS = {"tarry": start_tarry, "reference": start_reference}
+def start_endlessh(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, Path, str]:
+    """Debian's endlessh 1.1 (scripts/install-test-deps.sh installs it), banner mode."""
+    exe = shutil.which("endlessh")
+    if exe is None:
+        raise BenchError("endlessh is not installed (apt-get install endlessh)")
+    if args.proto != "ssh":
+        raise BenchError("endlessh speaks SSH only: use --proto ssh")
+    with socket.socket() as probe:  # endlessh takes no port 0: find a free one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    delay_ms = str(int(args.delay * 1000))
+    cmd = [exe, "-v", "-4", "-p", str(port), "-d", delay_ms, "-m", str(args.n + 100)]
+    log = tmp / "endlessh.log"
+    (tmp / "config").write_text("")  # not /etc/endlessh/config
+    with open(log, "w") as out:
+        proc = start([*cmd, "-f", str(tmp / "config")], stdout=out, stderr=subprocess.STDOUT)
+    return proc, log, r"Port (\d+)"
+
+
+SERVERS = {"tarry": start_tarry, "reference": start_reference, "endlessh": start_endlessh}
 
 
 def listening_port(proc: subprocess.Popen, log: Path, pattern: str) -> int:
@@ -345,6 +394,7 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             rss0, pss0 = tree.memory()
             res.update(pid=pid, pids=tree.pids, port=port, rss_idle=rss0, pss_idle=pss0)
             res["idle_each"] = tree.each()
+            slab0 = slab_bytes()
             tree.save_smaps(args.smaps, "idle")
             print(
                 f"[{name}] pid {pid} ({len(tree.pids)} processes) listening on 127.0.0.1:{port},"
@@ -469,6 +519,21 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
                 if closes:
                     print(f"[{name}] {len(closes)} clients closed before the end:", flush=True)
                     print("\n".join(closes[:5]), flush=True)
+            res["kernel_per_client"] = res["client_kernel_per_client"] = None
+            slab1 = slab_bytes()
+            if slab0 is not None and slab1 is not None and held > 0:
+                # the server's share: what goes when it lets go while every client stays
+                stop(proc)
+                time.sleep(3.0)  # sockets are freed after an RCU grace period
+                slab2 = slab_bytes()
+                assert slab2 is not None
+                res["kernel_per_client"] = (slab1 - slab2) / held
+                res["client_kernel_per_client"] = (slab2 - slab0) / held
+                print(
+                    f"[{name}] kernel bytes per held client: {res['kernel_per_client']:,.0f}"
+                    f" server side, {res['client_kernel_per_client']:,.0f} client side",
+                    flush=True,
+                )
             loadgen.proc.send_signal(signal.SIGTERM)
             final = loadgen.expect("final", 60)
             res["loadgen_open_end"] = final["open"]
@@ -488,6 +553,13 @@ def fmt(v: object, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def total_per_client(r: dict) -> float | None:
+    """Userland (RSS) plus the server side's kernel objects."""
+    if r.get("rss_per_client") is None or r.get("kernel_per_client") is None:
+        return None
+    return r["rss_per_client"] + r["kernel_per_client"]
+
+
 def table(results: list[dict], args: argparse.Namespace) -> str:
     head = (
         "server",
@@ -496,6 +568,8 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
         "RSS B/client",
         "PSS B/client",
         "RSS B/client N/2..N",
+        "kernel B/client",
+        "total B/client",
         "CPU s/60s",
         "user+sys",
         "µs/line",
@@ -511,6 +585,8 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
                 fmt(r["rss_per_client"], ",.0f"),
                 fmt(r["pss_per_client"], ",.0f"),
                 fmt(r["rss_marginal"], ",.0f"),
+                fmt(r.get("kernel_per_client"), ",.0f"),
+                fmt(total_per_client(r), ",.0f"),
                 f"{r['cpu_per_60s']:.2f}",
                 f"{r['user_per_60s']:.2f}+{r['sys_per_60s']:.2f}",
                 f"{r['us_per_line']:.1f}",
@@ -518,21 +594,27 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
             )
         )
     by = {r["server"]: r for r in results}
-    if "tarry" in by and "reference" in by:
-        t, ref = by["tarry"], by["reference"]
+    for base in ("endlessh", "reference"):
+        if "tarry" not in by or base not in by:
+            continue
+        t, ref = by["tarry"], by[base]
+        for r in (t, ref):
+            r["total_per_client"] = total_per_client(r)
 
-        def ratio(key: str) -> str:
+        def ratio(key: str, t: dict = t, ref: dict = ref) -> str:
             a, b = t.get(key), ref.get(key)
             return "n/a" if a is None or not b else f"{a / b:.2f}x"
 
         rows.append(
             (
-                "tarry/reference",
+                f"tarry/{base}",
                 "",
                 ratio("accept_seconds"),
                 ratio("rss_per_client"),
                 ratio("pss_per_client"),
                 ratio("rss_marginal"),
+                ratio("kernel_per_client"),
+                ratio("total_per_client"),
                 ratio("cpu_per_60s"),
                 "",
                 ratio("us_per_line"),
@@ -579,7 +661,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="seconds between accepting N and the window (default: delay + 1)",
     )
-    p.add_argument("--servers", default="tarry,reference", help="comma-separated, in order")
+    p.add_argument(
+        "--servers",
+        default="tarry,endlessh,reference",
+        help="comma-separated, in order: tarry, endlessh (Debian's endlessh 1.1), reference"
+        " (the asyncio tarpit); name them twice to interleave, e.g. tarry,endlessh,tarry,endlessh",
+    )
     p.add_argument(
         "--proto",
         choices=["ssh", "http"],

@@ -242,13 +242,29 @@ def _limit_fds(n: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
 
 
-def start_tarry(config_text: str, extra_args: list[str] | None = None, **kw: Any) -> Tarry:
+ADMIN_DEFAULT_GROUP = pytest.mark.xdist_group("admin-default-port")
+"""Tests that run tarry with the default admin port (127.0.0.1:8787), or hold it
+themselves, run one at a time on one xdist worker (``--dist loadgroup``)."""
+
+
+def start_tarry(
+    config_text: str,
+    extra_args: list[str] | None = None,
+    default_admin: bool = False,
+    **kw: Any,
+) -> Tarry:
     """``tarry serve`` with ``config_text`` written to a temporary file.
 
     Tests run as root in CI, where tarry would switch to nobody after binding;
-    unless the test is about that, it keeps running as the test's user."""
+    unless the test is about that, it keeps running as the test's user. A
+    config with no [admin] table gets a dashboard on a free port, unless
+    ``default_admin`` (then mark the test ADMIN_DEFAULT_GROUP)."""
     if os.geteuid() == 0 and "[privileges]" not in config_text:
         config_text += "\n[privileges]\nallow_root = true\n"
+    if "[admin]" not in config_text and not default_admin:
+        # tests run in parallel (pytest-xdist): the default 127.0.0.1:8787 is one
+        # port for all of them; tests of that default use ADMIN_DEFAULT_GROUP
+        config_text += '\n[admin]\nlisten = "127.0.0.1:0"\n'
     fd, path = tempfile.mkstemp(suffix=".toml", prefix="tarry-test-")
     with os.fdopen(fd, "w") as f:
         f.write(config_text)

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import pytest
 
+from support import ADMIN_DEFAULT_GROUP
 from tarry.bait import Bounds
 from tarry.config import DEFAULT_CONFIG, ConfigError, EndlesshConfig, load_endlessh, parse
 
@@ -372,6 +373,7 @@ def test_check_config_refuses_what_serve_refuses(tmp_path) -> None:
         s.bind(("127.0.0.1", port))
 
 
+@ADMIN_DEFAULT_GROUP
 def test_a_taken_default_admin_port_is_a_warning_in_check_config_too(tmp_path) -> None:
     """serve runs without the dashboard when the default 127.0.0.1:8787 is taken;
     check-config says the same warning, and passes."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support import need, need_module, ssh_argv, start_tarry, wait_until
+from support import ADMIN_DEFAULT_GROUP, need, need_module, ssh_argv, start_tarry, wait_until
 from tarry.report import report_main
 from test_geo import write_mmdb
 
@@ -204,6 +204,7 @@ enabled = false
         t.stop()
 
 
+@ADMIN_DEFAULT_GROUP
 def test_default_admin_port_taken_is_only_a_warning(tmp_path):
     """With no [admin] table the dashboard is best effort: a busy 8787 does not stop the tarpit."""
     blocker = socket.socket()
@@ -223,6 +224,7 @@ listen = ["127.0.0.1:0"]
 path = "{tmp_path / "h.sqlite3"}"
 """,
         env={"XDG_STATE_HOME": str(tmp_path)},
+        default_admin=True,
     )
     try:
         t.port("ssh")

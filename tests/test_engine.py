@@ -376,9 +376,10 @@ def test_the_wheel_stores_fds_in_the_narrowest_type_that_holds_them(rows: int) -
 
     from tarry.baits import registry
     from tarry.config import parse
-    from tarry.engine import Engine, make_table
+    from tarry.engine import Engine
     from tarry.events import Bus
     from tarry.net import bind_listener
+    from tarry.table import make_table
 
     spec = parse('[[tarpit]]\nprotocol = "ssh"\nlisten = ["127.0.0.1:0"]\ndelay = 0.05\n').tarpits[
         0
@@ -391,7 +392,7 @@ def test_the_wheel_stores_fds_in_the_narrowest_type_that_holds_them(rows: int) -
         engine.start()
         reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
         lines = [await asyncio.wait_for(reader.readline(), 5) for _ in range(3)]
-        kinds = {bucket.typecode for bucket in engine._buckets.values()}
+        kinds = {bucket.typecode for bucket in engine.wheel.buckets.values()}
         writer.close()
         engine.stop()
         return kinds, lines
@@ -408,15 +409,16 @@ def test_a_client_held_for_months_keeps_its_exact_accept_time() -> None:
     wraps back to a young client's."""
     import asyncio
 
-    from tarry.engine import Engine, make_table, ms_age
+    from tarry.engine import Engine
     from tarry.events import Bus
+    from tarry.table import make_table, ms_age
 
     loop = asyncio.new_event_loop()
     try:
         engine = Engine(Bus(), table=make_table(64), loop=loop)
         fd, start = 5, 123456.789
         engine.lst[fd] = 1
-        engine.top = fd + 1
+        engine.rows.top = fd + 1
         engine.t0[fd] = int(start * 1000) & 0xFFFFFFFF
         for day in range(0, 121, 6):  # the sweep's period: 6 days
             now = start + day * 86400 + 0.25
@@ -428,45 +430,7 @@ def test_a_client_held_for_months_keeps_its_exact_accept_time() -> None:
             else:
                 assert (1 << 31) / 1000 <= bait_age <= 31 * 86400
         engine.lst[fd] = 0
-        engine._since.clear()
-        engine.ep.close()
-    finally:
-        loop.close()
-
-
-def test_each_wait_is_rounded_up_by_at_most_a_fortieth_of_itself() -> None:
-    """Waits share a wheel whose quantum is a fortieth of the shortest one
-    (0.5 s here: 12.5 ms); a longer wait is rounded to a coarser grid, never
-    early and at most 1/40 late, so clients with 10 s waits spread over 10 s
-    share about 50 buckets instead of 800."""
-    import asyncio
-    import random
-
-    from tarry.engine import QUANTUM_PARTS, Engine, make_table
-    from tarry.events import Bus
-
-    loop = asyncio.new_event_loop()
-    try:
-        engine = Engine(Bus(), table=make_table(8192), loop=loop)
-        q = engine.quantum = 0.5 / QUANTUM_PARTS
-        engine._per_part = 1.0 / (QUANTUM_PARTS * q)
-        rand = random.Random(7)
-        now = 1000.0
-        for fd in range(1, 4001):
-            now += 0.0025  # arrivals over 10 s
-            wait = rand.choice([0.5, 0.7, 1.3, 2.9, 10.0, rand.uniform(0.5, 30.0)])
-            engine._schedule(fd, now + wait, wait)
-            fire = engine.due[fd] * q
-            assert now + wait - 1e-9 <= fire <= now + wait + wait / QUANTUM_PARTS + 1e-9
-        engine._buckets.clear()
-        engine._keys.clear()
-        now = 2000.0
-        for fd in range(1, 4001):
-            now += 0.0025
-            engine._schedule(fd, now + 10.0, 10.0)
-        assert len(engine._buckets) <= 10.0 / (16 * q) + 2
-        if engine._timer is not None:
-            engine._timer.cancel()
+        engine.rows.since.clear()
         engine.ep.close()
     finally:
         loop.close()

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from support import IN_CI, wait_until
+from support import ADMIN_DEFAULT_GROUP, IN_CI, wait_until
+
+pytestmark = ADMIN_DEFAULT_GROUP  # the embedded defaults serve the dashboard on 8787
 
 REPO = Path(__file__).resolve().parent.parent
 DEBIAN_PYTHON = Path("/usr/bin/python3")

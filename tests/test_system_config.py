@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from support import Tarry
+from support import ADMIN_DEFAULT_GROUP, Tarry
+
+pytestmark = ADMIN_DEFAULT_GROUP  # configs with no [admin] table: the default 8787
 
 CONFIG = """
 [[tarpit]]

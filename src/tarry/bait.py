@@ -206,6 +206,28 @@ class TarpitSpec:
         return str(self.options.get("mode") or self.options.get("strategy") or "")
 
 
+LearnRow = tuple[str, float, str, dict[str, str]]  # ip, duration, reason, notes
+
+
+class LearningSource(Protocol):
+    """What a history store offers what baits learn about addresses."""
+
+    shared: bool
+    """Other hosts write to it too (PostgreSQL): `fleet_rows` has news."""
+
+    def learning_rows(self, since: float, limit: int) -> list[LearnRow]:
+        """The newest ``limit`` departures that ended after ``since``, oldest first."""
+        ...
+
+    def fleet_rows(self, limit: int) -> list[LearnRow]:
+        """What other hosts stored since the last read, oldest first."""
+        ...
+
+    def learning_done(self) -> None:
+        """The learner stops reading: let go of what it read with."""
+        ...
+
+
 def _no_sinks() -> list[Sink]:
     return []
 
@@ -233,7 +255,7 @@ class BaitModule:
     of them starts a new listener instead of handing over the clients."""
     sinks: Callable[[], list[Sink]] = _no_sinks
     """Event sinks the protocol wants on the bus (what it learns from departures)."""
-    use_history: Callable[..., None] | None = None
+    use_history: Callable[[LearningSource, float, int, float, bool], None] | None = None
     """Backs what it learns with the history store (tarry.observe.learn_from)."""
 
 

@@ -10,21 +10,15 @@ import argparse
 import asyncio
 import getopt
 import os
-import signal
-import socket
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import NoReturn
 
 from . import __version__
-from .bait import Bait, TarpitSpec
 from .baits import registry
 from .config import (
     ENDLESSH_CONFIG,
     SYSTEM_CONFIG,
-    Config,
     ConfigError,
     EndlesshConfig,
     EndlesshError,
@@ -34,218 +28,19 @@ from .config import (
     system_config,
 )
 from .engine import Engine
-from .events import Bus, Sink, listen_line, stamp
+from .events import Bus, Sink, stamp
 from .net import BindError, bind_listener
-from .systemd import Activation, ActivationError, Notifier, listen_fds, monotonic_usec
-
-if TYPE_CHECKING:
-    from .observe import Preflight
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    print(f"tarry: {message}", file=sys.stderr)
-    raise SystemExit(code)
-
-
-def make_baits(specs: list[TarpitSpec], where: Callable[[int, TarpitSpec], str]) -> list[Bait]:
-    baits = []
-    for i, spec in enumerate(specs, 1):
-        try:
-            bait = registry()[spec.protocol].make(spec)
-            if spec.options.get("tls") or spec.options.get("starttls"):
-                from . import tls  # ssl and certificates only for a config that uses them
-
-                # TLS (implicit or STARTTLS) wraps any bait whose spec asks for it.
-                try:
-                    bait = tls.wrap(spec, bait, warn=_warner(where(i, spec)))
-                except tls.CertError as exc:
-                    raise ConfigError(str(exc)) from None
-            baits.append(bait)
-        except ConfigError as exc:
-            raise ConfigError(f"{where(i, spec)}{exc}") from None
-    return baits
-
-
-def warn(message: str) -> None:
-    print(f"tarry: {message}", file=sys.stderr)
-
-
-def _warner(prefix: str) -> Callable[[str], None]:
-    """``warn`` with ``prefix`` (the file and table) before each message."""
-    return lambda message: warn(prefix + message)
-
-
-def bind_all(
-    specs: list[TarpitSpec],
-    where: Callable[[int, TarpitSpec], str],
-    bind: Callable[[str], socket.socket] = bind_listener,
-    discard: Callable[[socket.socket], None] = socket.socket.close,
-) -> list[list[tuple[str, socket.socket]]]:
-    """Bind every address before anything runs, so a bad one stops start-up cleanly."""
-    bound: list[list[tuple[str, socket.socket]]] = []
-    try:
-        for i, spec in enumerate(specs, 1):
-            socks: list[tuple[str, socket.socket]] = []
-            bound.append(socks)
-            for addr in spec.listen:
-                try:
-                    socks.append((addr, bind(addr)))
-                except BindError as exc:
-                    raise ConfigError(f"{where(i, spec)}listen: {exc}") from None
-    except ConfigError:
-        for socks in bound:
-            for _, sock in socks:
-                discard(sock)
-        raise
-    return bound
-
-
-def _where(path: str) -> Callable[[int, TarpitSpec], str]:
-    return lambda i, spec: f"{path}: [[tarpit]] #{i} ({spec.protocol}) "
-
-
-async def _serve(
-    engine: Engine, bus: Bus, reload: Callable[[], None], notifier: Notifier | None = None
-) -> None:
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stopping.set)
-    loop.add_signal_handler(signal.SIGINT, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, reload)
-    loop.add_signal_handler(signal.SIGUSR1, engine.emit_totals)
-    engine.start()
-    timers = _notify_ready(engine, notifier) if notifier is not None else []
-    try:
-        await stopping.wait()
-    finally:
-        for timer in timers:
-            if timer is not None:
-                timer.cancel()
-        if notifier is not None:
-            notifier.send("STOPPING=1", f"STATUS=stopping, releasing {engine.held} clients")
-        engine.stop()
-        bus.close()
-        if notifier is not None:
-            notifier.close()
-
-
-STATUS_EVERY = 1.0  # seconds between STATUS= updates (sent only when the text changes)
-
-
-def status_text(engine: Engine) -> str:
-    listeners = sum(1 for lst in engine.listeners if lst is not None and lst.sock is not None)
-    return f"holding {engine.held} clients on {listeners} listeners"
-
-
-def _notify_ready(engine: Engine, notifier: Notifier) -> list[Any]:
-    """READY=1 now, then STATUS= while it changes and WATCHDOG=1 when asked for.
-    Both run on the event loop, so a stuck loop stops the watchdog pings."""
-    if not notifier.enabled:
-        return []
-    loop = engine.loop
-    notifier.last_status = status_text(engine)
-    notifier.send("READY=1", f"STATUS={notifier.last_status}")
-    timers: list[Any] = [None, None]
-
-    def status() -> None:
-        notifier.status(status_text(engine))
-        timers[0] = loop.call_later(STATUS_EVERY, status)
-
-    def watchdog() -> None:
-        notifier.send("WATCHDOG=1")
-        timers[1] = loop.call_later(notifier.watchdog / 2, watchdog)
-
-    status()
-    if notifier.watchdog:
-        watchdog()
-    return timers  # the live handles: the callbacks replace them as they go
-
-
-def _event_loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when asked for, or with "auto" when it is installed (tarry[fast])."""
-    if kind == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        if kind == "uvloop":
-            raise ConfigError(
-                "[engine] loop = \"uvloop\" needs the 'fast' extra (pip install 'tarry[fast]')"
-            ) from None
-        return None
-    return uvloop.new_event_loop
-
-
-def _drop_privileges(cfg: Config, checked: Preflight | None = None) -> None:
-    """As root: hand over the state directory, load what the config uses
-    (``checked`` is what observe.preflight found), then become [privileges] user."""
-    from .observe import modules
-    from .paths import state_dir
-    from .privileges import PrivilegeError, drop
-
-    needs = modules(cfg.sections, checked)
-    if any(s.options.get("tls") or s.options.get("starttls") for s in cfg.tarpits):
-        needs += ["tarry.tls", "ssl"]
-    if cfg.loop != "asyncio":
-        needs.append("uvloop")
-    if cfg.workers > 1:
-        needs += ["tarry.workers", "pickle"]
-
-    history = cfg.sections.get("history", {})
-    writable = []
-    if history.get("enabled", True):
-        from .history import default_path
-
-        writable.append(Path(history.get("path") or default_path()).parent)
-    try:
-        done = drop(cfg.user, cfg.group, cfg.allow_root, state_dir(), writable, needs)
-    except PrivilegeError as exc:
-        fail(f"{cfg.path}: {exc}")
-    if done:
-        print(f"tarry: {done}", file=sys.stderr, flush=True)
-
-
-def _check_files(cfg: Config) -> None:
-    """check-config: the log file and the history directory, as the user serve
-    drops to (it opens them after the switch); ConfigError when one fails."""
-    from .history import default_path
-    from .paths import state_dir
-    from .privileges import PrivilegeError, check_writable_as, resolve
-
-    log, history = cfg.sections.get("log", {}), cfg.sections.get("history", {})
-    files = [Path(log["file"])] if log.get("file") else []
-    dirs = []
-    if history.get("enabled", True) and not history.get("url"):
-        where = Path(history.get("path") or default_path()).parent
-        if where != state_dir():  # serve creates that one and hands it over
-            dirs.append(where)
-    try:
-        target = None
-        if os.geteuid() == 0 and not cfg.allow_root:
-            target = resolve(cfg.user, cfg.group)
-        problem = check_writable_as(target, files, dirs)
-    except PrivilegeError as exc:
-        problem = str(exc)
-    if problem:
-        raise ConfigError(f"{cfg.path}: {problem}")
-
-
-def prepare(cfg: Config) -> tuple[list[Bait], Callable[[], asyncio.AbstractEventLoop] | None]:
-    """The baits and the event loop factory, and, as root, the user and group
-    to become: the checks serve and check-config share before binding
-    (ConfigError when one fails)."""
-    if os.geteuid() == 0 and not cfg.allow_root:
-        from .privileges import PrivilegeError, resolve
-
-        try:
-            resolve(cfg.user, cfg.group)
-        except PrivilegeError as exc:
-            raise ConfigError(f"{cfg.path}: {exc}") from None
-    baits = make_baits(cfg.tarpits, _where(cfg.path))
-    try:
-        return baits, _event_loop_factory(cfg.loop)
-    except ConfigError as exc:
-        raise ConfigError(f"{cfg.path}: {exc}") from None
+from .runtime import (
+    EngineHost,
+    bind_all,
+    check_files,
+    fail,
+    prepare,
+    run,
+    serve_one,
+    where_in,
+)
+from .systemd import Activation, ActivationError, Notifier, listen_fds
 
 
 def serve(path: str | None) -> int:
@@ -259,146 +54,14 @@ def serve(path: str | None) -> int:
     try:
         cfg = load(path)
         activation.assign(cfg.tarpits)
-        where = _where(cfg.path)
         baits, factory = prepare(cfg)
-        if cfg.workers > 1:
-            from .workers import serve_workers
-
-            return serve_workers(cfg, path, activation, notifier, baits, factory)
-        bound = bind_all(cfg.tarpits, where, activation.bind, activation.discard)
     except ConfigError as exc:
         fail(str(exc))
-    for inh in activation.unused():
-        print(
-            f"tarry: passed socket {inh.address} ({inh.name}) matches no [[tarpit]] name or "
-            "listen address; kept unused for a reload",
-            file=sys.stderr,
-            flush=True,
-        )
-    from .observe import ObserveError, build, preflight
+    if cfg.workers > 1:
+        from .workers import serve_workers
 
-    try:
-        checked = preflight(cfg.sections)  # as check-config does, and before the switch
-    except ObserveError as exc:
-        fail(f"{cfg.path}: {exc}")
-    _drop_privileges(cfg, checked)
-    try:
-        sinks, start_admin = build(cfg.sections, stdout=sys.stdout, checked=checked)
-    except ObserveError as exc:
-        fail(f"{cfg.path}: {exc}")
-    for module in registry().values():  # e.g. the SSH adaptive mode's patience store
-        sinks += module.sinks()
-    bus = Bus(sinks)
-    current: list[Config] = [cfg]
-
-    async def main() -> None:
-        engine = Engine(bus, write_timeout=cfg.write_timeout, loop=asyncio.get_running_loop())
-        engine.set_max_clients(cfg.max_clients)
-        engine.discard_socket = activation.discard
-        for spec, bait, socks in zip(cfg.tarpits, baits, bound, strict=True):
-            engine.add_tarpit(spec, bait, socks)
-        # which file runs, said once it runs: an error stays one line
-        shown = path or f"the embedded defaults (no -c, no {SYSTEM_CONFIG})"
-        print(f"tarry: config {shown}", file=sys.stderr, flush=True)
-        announce(engine)
-        admin = await _start_admin(engine, start_admin, explicit="admin" in cfg.sections)
-        print(stores_line(cfg, admin), flush=True)
-
-        def reload() -> None:
-            if path is None:
-                engine.log("SIGHUP: running the embedded defaults; nothing to re-read")
-                return
-            notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}")
-            try:
-                _reload(engine, path, activation)
-            finally:
-                notifier.send("READY=1", f"STATUS={status_text(engine)}")
-
-        def _reload(engine: Engine, path: str, activation: Activation) -> None:
-            try:
-                new = load(path)
-                activation.assign(new.tarpits)
-                new_baits = make_baits(new.tarpits, _where(new.path))
-                engine.apply(
-                    list(zip(new.tarpits, new_baits, strict=True)),
-                    activation.bind,
-                    release_removed=True,
-                )
-            except (ConfigError, BindError) as exc:
-                engine.log(f"reload rejected, the old config keeps running: {exc}")
-                return
-            engine.write_timeout = new.write_timeout
-            engine.set_max_clients(new.max_clients)
-            from .changes import changes
-
-            said = changes(current[0], new)
-            current[0] = new
-            engine.log(f"reloaded {path}: {len(said) or 'no'} change(s)")
-            for line in said:
-                engine.log(f"reload: {line}")
-            announce(engine)
-
-        try:
-            await _serve(engine, bus, reload, notifier)
-        finally:
-            if admin is not None:
-                await admin.close()
-
-    if factory is None:
-        asyncio.run(main())
-    else:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(main())
-    return 0
-
-
-async def _start_admin(
-    engine: Any,
-    start: Callable[..., Any] | None,
-    explicit: bool,
-    live: Callable[[], dict[tuple[str, str], tuple[int, float, int]]] | None = None,
-) -> Any:
-    """The admin listener; a default one that cannot bind is a warning, a configured one fatal.
-    ``engine`` is an Engine, or anything with its ``snapshot`` and ``held_by_protocol``
-    (the workers' supervisor) and then ``live``."""
-    if start is None:
-        return None
-    from .admin import AdminError
-
-    try:
-        admin = await start(
-            engine.snapshot,
-            engine.held_by_protocol,
-            live or engine.live_totals,
-            getattr(engine, "refused_by_reason", None),
-        )
-    except AdminError as exc:
-        if explicit:
-            fail(str(exc))
-        print(f"tarry: dashboard off: {exc}", file=sys.stderr, flush=True)
-        return None
-    print(
-        f"{stamp(time.time())} ADMIN listener={admin.host}:{admin.port} url={admin.url}", flush=True
-    )
-    return admin
-
-
-def stores_line(cfg: Config, admin: Any) -> str:
-    """The one line that says where the history goes and where the dashboard is."""
-    from .observe import history_where
-
-    url = admin.url if admin is not None else "off"
-    return f"{stamp(time.time())} OBSERVE history={history_where(cfg.sections)} admin={url}"
-
-
-def announce(engine: Engine) -> None:
-    for listener in engine.listeners:
-        if listener is not None and listener.sock is not None:
-            spec = listener.tarpit.spec
-            line = listen_line(
-                spec.protocol, listener.address, spec.delay, spec.max_clients, spec.mode
-            )
-            print(line, flush=True)
+        return serve_workers(cfg, path, activation, notifier, baits, factory)
+    return serve_one(cfg, path, activation, notifier, baits, factory)
 
 
 def check_config(path: str, bind: bool = True) -> int:
@@ -410,11 +73,11 @@ def check_config(path: str, bind: bool = True) -> int:
     try:
         cfg = load(path)
         prepare(cfg)
-        for socks in bind_all(cfg.tarpits, _where(cfg.path)) if bind else []:
+        for socks in bind_all(cfg.tarpits, where_in(cfg.path)) if bind else []:
             for _, sock in socks:
                 sock.close()
         preflight(cfg.sections, bind=bind)
-        _check_files(cfg)
+        check_files(cfg)
     except ConfigError as exc:
         fail(str(exc))
     except ObserveError as exc:
@@ -547,7 +210,7 @@ def ssh_main(argv: list[str]) -> int:
         engine.log = warn
         engine.add_tarpit(spec, bait, [(spec.listen[0], sock)])
 
-        def reload() -> None:
+        def reread() -> None:
             load_endlessh(cfg, config_file, hard=False, warn=warn)
             log_config()
             new = cfg.spec()
@@ -558,7 +221,7 @@ def ssh_main(argv: list[str]) -> int:
             except (BindError, ConfigError) as exc:
                 warn(f"reload: {exc}")
 
-        await _serve(engine, bus, reload)
+        await run(EngineHost(engine, reread), bus)
 
     asyncio.run(main())
     return 0

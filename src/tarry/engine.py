@@ -16,30 +16,34 @@ import errno
 import fcntl
 import heapq
 import math
-import mmap
 import os
 import random
-import resource
 import select
 import socket
-import struct
 import sys
 import time
-from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import proxy
 from .bait import Bait, Step, TarpitSpec, note_text, shortest
-from .events import ACCEPT, CLOSE, TOTALS, Bus, Event, Notes
+from .events import ACCEPT, CLOSE, TOTALS, Bus, Event
 from .heap import MALLOC_TRIM
 from .limits import IPCounter, v6_key
 from .net import format_address, raise_fd_limit, tune_listener, unmapped
+from .table import (
+    SWEEP_EVERY,
+    ClientTable,
+    Interner,
+    make_table,
+    pack_host,
+    table_rows,
+    unpack_host,
+)
+from .wheel import KEY_MASK, NO_TICK, Wheel, quantum_for
 
 READ_CHUNK = 1 << 16  # one read; peer input is discarded after the bait has seen it
-QUANTUM_PARTS = 40  # timer wheel buckets per shortest delay (see Engine._retune)
-QUANTUM_MIN, QUANTUM_MAX = 0.001, 0.25
 READS_PER_EVENT = 4  # bound the work one busy peer can cause per loop turn
 TRIM_AFTER_ACCEPTS = 1024  # a burst this big has its freed heap given back ...
 TRIM_QUIET = 2.0  # ... once accepts have paused for this long (seconds)
@@ -53,15 +57,11 @@ _IN = select.EPOLLIN | select.EPOLLRDHUP
 _INOUT = _IN | select.EPOLLOUT
 _FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _GONE = (BrokenPipeError, ConnectionResetError)
-KEY_MASK = 0xFFFFFFFF
-NO_TICK = KEY_MASK  # a wheel key's low 32 bits never come round to this while it matters
 PARK_MAX = 128  # per tarpit: connections past the per-IP cap held unread ("backlog")
 NOTICE_WINDOW = 10.0  # seconds; repeated notices (refusals, bad PROXY headers) are summed up
 NOTICE_BURST = 5  # notices of one kind logged in full per window
 # why a connection was closed without being greeted (tarry_refused_connections_total)
 REFUSALS = ("per_ip", "proxy")
-AGE_REBASE = 1 << 31  # ms (24.8 days): older accept times are rebased by the sweep ...
-SWEEP_EVERY = 6 * 86400.0  # ... which runs this often (seconds), well inside 2**32 ms
 
 
 @dataclass(eq=False)
@@ -101,42 +101,6 @@ class Listener:
         return self.sock.fileno() if self.sock else -1
 
 
-class Interner:
-    """Reference-counted notes, so clients that revealed the same thing (most
-    send one of a few SSH identification strings) share one tuple."""
-
-    def __init__(self) -> None:
-        self.ids: dict[Notes, int] = {}
-        self.items: list[Notes | None] = [()]
-        self.refs = array("I", [0])
-        self.free: list[int] = []
-
-    def acquire(self, notes: Notes) -> int:
-        i = self.ids.get(notes)
-        if i is None:
-            if self.free:
-                i = self.free.pop()
-                self.items[i] = notes
-                self.refs[i] = 0
-            else:
-                i = len(self.items)
-                self.items.append(notes)
-                self.refs.append(0)
-            self.ids[notes] = i
-        self.refs[i] += 1
-        return i
-
-    def release(self, i: int) -> None:
-        if i == 0:
-            return
-        self.refs[i] -= 1
-        if self.refs[i] == 0:
-            notes = self.items[i]
-            self.items[i] = None
-            del self.ids[notes]  # type: ignore[arg-type]
-            self.free.append(i)
-
-
 class Engine:
     """Holds clients for every tarpit in one asyncio loop."""
 
@@ -149,6 +113,9 @@ class Engine:
         write_timeout: float = 300.0,
         loop: asyncio.AbstractEventLoop | None = None,
         table: dict[str, memoryview] | None = None,
+        ip6: dict[int, bytes] | None = None,
+        notes: Interner | None = None,
+        publish_top: Callable[[int], None] | None = None,
     ) -> None:
         self.bus = bus
         self.write_timeout = write_timeout
@@ -158,42 +125,28 @@ class Engine:
         self.ep = select.epoll()
         self._buf = bytearray(READ_CHUNK)
         self._view = memoryview(self._buf)
-        # The client table: one row per possible fd, 32 bytes a row, in columns
-        # of anonymous memory (see TABLE). Pages become resident only when a row
-        # on them is first used, so the table costs what the clients held use,
-        # and it never moves or leaves freed holes behind as it fills. A worker
-        # gets columns its supervisor made before the fork (docs/workers.md).
-        if table is None:
-            table = make_table(table_rows(raise_fd_limit()))
-        self.cap = min(len(table[name]) for name, _ in TABLE)
+        # the client table (tarry.table); its columns are bound here too, as
+        # the hot paths read them
+        rows = self.rows = ClientTable(
+            make_table(table_rows(raise_fd_limit())) if table is None else table,
+            ip6,
+            notes,
+            publish_top,
+        )
+        self.cap = rows.cap
         # the wheel's buckets hold fds: 2 bytes each while every fd fits
         self._fd_type = "H" if self.cap <= 1 << 16 else "i"
-        self.top = 0  # one past the highest fd used so far
-        self.lst = table["lst"]
-        self.t0 = table["t0"]
-        self.due = table["due"]
-        self.sent = table["sent"]
-        self.recv = table["recv"]
-        self.state = table["state"]
-        self.note = table["note"]
-        self.port = table["port"]
-        self.ip4 = table["ip4"]
-        self.ip6: dict[int, bytes] = {}  # IPv6 peers (the rarer kind) cost a dict entry
+        self.lst, self.t0, self.due = rows.lst, rows.t0, rows.due
+        self.sent, self.recv, self.state = rows.sent, rows.recv, rows.state
+        self.note, self.port, self.ip4, self.ip6 = rows.note, rows.port, rows.ip4, rows.ip6
+        self.notes = rows.notes
         # rare, sparse extras
         self.objs: dict[int, Any] = {}
         self.pending: dict[int, tuple[bytes, float]] = {}
-        self._high: dict[int, list[int]] = {}  # fd -> [sent_hi, recv_hi] beyond 2**32
-        self._since: dict[int, float] = {}  # fd -> accept time of clients held > 24.8 days
         self._sweep_at: asyncio.TimerHandle | None = None
         self._deferred: set[int] = set()  # ticks held back while a write is pending
-        self.notes = Interner()
-        # the timer wheel
-        self.quantum = 0.01
-        self._per_part = 1.0 / (QUANTUM_PARTS * self.quantum)  # see _schedule
-        self._buckets: dict[int, array[int]] = {}
-        self._keys: list[int] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_key = -1
+        self.wheel = Wheel(self.due, self._fd_type, self._arm)
         # totals, as endlessh keeps them
         self.held = 0
         self.connects = 0
@@ -266,37 +219,17 @@ class Engine:
         0.58 s with 1 s. 2.5% stays well inside the margin the HTTP bait keeps
         below a client's read timeout (20%)."""
         live = [shortest(t.bait, t.spec.delay) for t in self.tarpits if not t.retired]
-        quantum = min(QUANTUM_MAX, max(QUANTUM_MIN, min(live, default=1.0) / QUANTUM_PARTS))
-        if quantum != self.quantum:
-            old, self.quantum = self.quantum, quantum
-            self._per_part = 1.0 / (QUANTUM_PARTS * quantum)
-            self._rebuild_wheel(old)
+        lst = self.lst
+        self.wheel.set_quantum(quantum_for(live), lambda fd: bool(lst[fd]))
 
     # ---- the client table -----------------------------------------------------
 
     def host(self, fd: int) -> str:
-        raw6 = self.ip6.get(fd)
-        if raw6 is not None:
-            return socket.inet_ntop(socket.AF_INET6, raw6)
-        dotted = socket.inet_ntoa(self.ip4[fd].to_bytes(4, "big"))
         listener = self.listeners[self.lst[fd]]
-        if listener is not None and listener.family == socket.AF_INET6:
-            return "::ffff:" + dotted  # as a dual-stack socket (and endlessh) shows it
-        return dotted
+        return self.rows.host(fd, listener.family if listener is not None else socket.AF_INET)
 
     def counters(self, fd: int) -> tuple[int, int]:
-        hi = self._high.get(fd)
-        if hi is None:
-            return self.sent[fd], self.recv[fd]
-        return self.sent[fd] + hi[0], self.recv[fd] + hi[1]
-
-    def _count(self, col: memoryview, which: int, fd: int, n: int) -> None:
-        v = col[fd] + n
-        if v > 0xFFFFFFFF:
-            hi = self._high.setdefault(fd, [0, 0])
-            hi[which] += v & ~0xFFFFFFFF
-            v &= 0xFFFFFFFF
-        col[fd] = v
+        return self.rows.counters(fd)
 
     # ---- accept ---------------------------------------------------------------
 
@@ -449,10 +382,9 @@ class Engine:
         if fd >= self.cap:  # only if someone raised the fd limit behind our back
             os.close(fd)
             return
-        if fd >= self.top:
-            self.top = fd + 1
+        self.rows.take(fd)
         host, port = peer[0], peer[1]
-        ip4, ip6 = _pack(host)
+        ip4, ip6 = pack_host(host)
         tarpit = listener.tarpit
         now = self.loop.time()
         if tarpit.spec.proxy_protocol:
@@ -524,7 +456,7 @@ class Engine:
         if ips.count(ip4, key6) < tarpit.spec.max_clients_per_ip:
             ips.add(ip4, key6)
             return True
-        who = _unpack(ip4, ip6)
+        who = unpack_host(ip4, ip6)
         if tarpit.spec.per_ip_action == "backlog":
             try:
                 self.ep.unregister(fd)
@@ -579,9 +511,9 @@ class Engine:
             tarpit.ips.add(ip4, None if ip6 is None else v6_key(ip6))
         now = self.loop.time()
         self._fill(listener, fd, ip4, ip6, port, now)
-        self._greet(listener, fd, _unpack(ip4, ip6, listener.family), port, now)
+        self._greet(listener, fd, unpack_host(ip4, ip6, listener.family), port, now)
         if first and self.lst[fd]:
-            self._count(self.recv, 1, fd, len(first))
+            self.rows.count(self.recv, 1, fd, len(first))
             self._feed(fd, listener, first, now)
 
     def _register(self, fd: int) -> bool:
@@ -619,7 +551,7 @@ class Engine:
         del self.objs[fd]
         ip4, ip6, port = self.ip4[fd], self.ip6.get(fd), self.port[fd]
         if header.family is not None:
-            ip4, ip6 = _pack(header.src)
+            ip4, ip6 = pack_host(header.src)
             port = header.src_port
         # leave the row as a plain client would have it, minus the header wait
         self._forget_row(fd, listener)
@@ -628,9 +560,9 @@ class Engine:
             self._after_leave(listener)
             return
         self._fill(listener, fd, ip4, ip6, port, now)
-        self._greet(listener, fd, _unpack(ip4, ip6, listener.family), port, now)
+        self._greet(listener, fd, unpack_host(ip4, ip6, listener.family), port, now)
         if rest and self.lst[fd]:
-            self._count(self.recv, 1, fd, len(rest))
+            self.rows.count(self.recv, 1, fd, len(rest))
             self._feed(fd, listener, rest, now)
 
     # ---- input ----------------------------------------------------------------
@@ -669,7 +601,7 @@ class Engine:
             if n == 0:
                 self._close(fd, "closed")
                 return
-            self._count(self.recv, 1, fd, n)
+            self.rows.count(self.recv, 1, fd, n)
             listener = self.listeners[self.lst[fd]]
             assert listener is not None
             now = self.loop.time()
@@ -760,7 +692,7 @@ class Engine:
             self._close(fd, "reset" if isinstance(exc, _GONE) else "error")
             return False
         if n:
-            self._count(self.sent, 0, fd, n)
+            self.rows.count(self.sent, 0, fd, n)
             self.bytes_sent += n
         if n < len(data):
             self.pending[fd] = (data[n:], now)
@@ -782,54 +714,24 @@ class Engine:
     # ---- the timer wheel ------------------------------------------------------
 
     def _schedule(self, fd: int, due: float, wait: float = 0.0) -> None:
-        """Put ``fd`` in the bucket of ``due``, rounded up to a grid of quanta
-        as coarse as a wait of ``wait`` seconds allows: the largest power of two
-        that keeps it at most 1/QUANTUM_PARTS late. A short wait is rounded to
-        one quantum; a 10 s pace among 0.5 s ones (adaptive) to 16, so such
-        clients share 40 buckets a pace, not 800 (each bucket is an object
-        and, when due, a wake-up)."""
-        r = int(wait * self._per_part)
-        if r > 1:
-            m = 1 << (r.bit_length() - 1)
-            key = math.ceil(due / (self.quantum * m)) * m
-        else:
-            key = math.ceil(due / self.quantum)
-        self.due[fd] = key & KEY_MASK
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = array(self._fd_type)
-            heapq.heappush(self._keys, key)
-            if self._timer is None or key < self._timer_key:
-                self._arm(key)
-        bucket.append(fd)
+        self.wheel.schedule(fd, due, wait)
 
-    def _arm(self, key: int) -> None:
+    def _arm(self, when: float | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_key = key
-        self._timer = self.loop.call_at(key * self.quantum, self._on_timer)
-
-    def _rebuild_wheel(self, old_quantum: float) -> None:
-        old = self._buckets
-        self._buckets = {}
-        self._keys = []
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for key, bucket in old.items():
-            for fd in bucket:
-                if self.lst[fd] and self.due[fd] == key & KEY_MASK:
-                    self._schedule(fd, key * old_quantum)
+        self._timer = None if when is None else self.loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         """Tick every client that is due. This is the hot path: the common step
         (send a unit, come back later) is carried out inline, with locals."""
         self._timer = None
+        wheel = self.wheel
+        wheel.fired()
         now = self.loop.time()
-        q, per_part = self.quantum, self._per_part
-        limit = math.floor(now / q + 1e-6)  # the loop may wake a hair early
+        q, per_part = wheel.quantum, wheel.per_part
+        limit = wheel.limit(now)
         now_ms = int(now * 1000.0)
-        keys, buckets, heappop, ceil = self._keys, self._buckets, heapq.heappop, math.ceil
+        keys, buckets, heappop, ceil = wheel.keys, wheel.buckets, heapq.heappop, math.ceil
         lst, due, t0, state, sent = self.lst, self.due, self.t0, self.state, self.sent
         NO = NO_TICK
         listeners, pending, objs, write = self.listeners, self.pending, self.objs, os.write
@@ -865,7 +767,7 @@ class Engine:
                     continue
                 v = sent[fd] + n
                 if v > 0xFFFFFFFF:
-                    self._count(sent, 0, fd, n)
+                    self.rows.count(sent, 0, fd, n)
                 else:
                     sent[fd] = v
                 sent_now += n
@@ -873,7 +775,7 @@ class Engine:
                     pending[fd] = (out[n:], now)
                     self.ep.modify(fd, _INOUT)
                 if delay is not None:
-                    r = int(delay * per_part)  # the grid for this wait: see _schedule
+                    r = int(delay * per_part)  # the grid for this wait: see Wheel.key
                     if r > 1:
                         m = 1 << (r.bit_length() - 1)
                         k = ceil((now + delay) / (q * m)) * m
@@ -881,13 +783,12 @@ class Engine:
                         k = ceil((now + delay) / q)
                     bucket = buckets.get(k)
                     if bucket is None:
-                        self._schedule(fd, now + delay, delay)
+                        wheel.schedule(fd, now + delay, delay)
                     else:
                         due[fd] = k & KEY_MASK
                         bucket.append(fd)
         self.bytes_sent += sent_now
-        if keys:
-            self._arm(keys[0])
+        wheel.rearm()
 
     def _tick(self, fd: int, now: float) -> None:
         if fd in self.pending and not self._flush(fd, now):
@@ -931,7 +832,6 @@ class Engine:
         now = self.loop.time()
         duration = self.age(fd, now)
         sent, received = self.counters(fd)
-        note_id = self.note[fd]
         event = Event(
             CLOSE,
             time.time(),
@@ -944,7 +844,7 @@ class Engine:
             sent=sent,
             received=received,
             reason=reason,
-            notes=self.notes.items[note_id] or (),
+            notes=self.rows.notes_of(fd),
         )
         ip4, ip6 = self.ip4[fd], self.ip6.get(fd)
         self._forget_row(fd, listener)
@@ -963,16 +863,11 @@ class Engine:
 
     def _forget_row(self, fd: int, listener: Listener) -> None:
         """Clear a client's row and counts; the fd itself stays open."""
-        self.lst[fd] = 0
+        self.rows.forget(fd)
         self.due[fd] = NO_TICK
-        self.notes.release(self.note[fd])
-        self.note[fd] = 0
         self.objs.pop(fd, None)
         self.pending.pop(fd, None)
         self._deferred.discard(fd)
-        self._high.pop(fd, None)
-        self._since.pop(fd, None)
-        self.ip6.pop(fd, None)
         self.held -= 1
         listener.tarpit.held -= 1
         listener.held -= 1
@@ -993,8 +888,7 @@ class Engine:
                 self._resume(other)
 
     def clients(self) -> list[int]:
-        lst = self.lst
-        return [fd for fd in range(self.top) if lst[fd]]
+        return self.rows.clients()
 
     def close_all(self, reason: str = "shutdown") -> None:
         for fd in self.clients():
@@ -1003,27 +897,10 @@ class Engine:
     # ---- accept times -----------------------------------------------------------
 
     def age(self, fd: int, now: float) -> float:
-        """Seconds since ``fd`` was accepted. The table keeps the accept time in
-        32-bit milliseconds (4 bytes a client less than a double), which count
-        ages up to 49.7 days; the sweep keeps the exact time of the rare client
-        held longer than 24.8 days aside, and rebases its row, so this stays
-        exact and the age the timer hands a bait (from the row alone) stays at
-        24.8 to 31 days for such a client, never wrapping back to a young one's."""
-        since = self._since.get(fd) if self._since else None
-        if since is not None:
-            return now - since
-        return ms_age(self.t0[fd], now)
+        return self.rows.age(fd, now)
 
     def _sweep(self, now: float | None = None) -> None:
-        if now is None:
-            now = self.loop.time()
-        now_ms = int(now * 1000.0)
-        t0 = self.t0
-        for fd in self.clients():
-            held = (now_ms - t0[fd]) & KEY_MASK
-            if held >= AGE_REBASE:
-                self._since.setdefault(fd, now - held * 0.001)
-                t0[fd] = (now_ms - AGE_REBASE) & KEY_MASK
+        self.rows.sweep(self.loop.time() if now is None else now)
         self._sweep_at = self.loop.call_later(SWEEP_EVERY, self._sweep)
 
     # ---- totals, reload, shutdown ---------------------------------------------
@@ -1165,9 +1042,7 @@ class Engine:
             self._close_parked(tarpit)
         self.close_all("shutdown")
         self.emit_totals()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.wheel.clear()
         for handle in (self._fd_pause, self._trim_at, self._sweep_at):
             if handle is not None:
                 handle.cancel()
@@ -1183,9 +1058,8 @@ class Engine:
     def snapshot(self, limit: int = 20) -> list[dict[str, Any]]:
         """The longest-held current clients, as plain data (for the dashboard)."""
         now = self.loop.time()
-        rows = sorted(self.clients(), key=lambda fd: -self.age(fd, now))[:limit]
         out = []
-        for fd in rows:
+        for fd in self.rows.longest_held(now, limit):
             listener = self.listeners[self.lst[fd]]
             assert listener is not None
             sent, received = self.counters(fd)
@@ -1198,7 +1072,7 @@ class Engine:
                     "age": self.age(fd, now),
                     "sent": sent,
                     "received": received,
-                    "notes": dict(self.notes.items[self.note[fd]] or ()),
+                    "notes": dict(self.rows.notes_of(fd)),
                 }
             )
         return out
@@ -1249,72 +1123,16 @@ class _ProxyWait(bytearray):
     """The obj of a client whose PROXY header is still coming: the bytes so far."""
 
 
-def ms_age(t0: int, now: float) -> float:
-    """Seconds from a table's accept time (32-bit milliseconds) to ``now``."""
-    return ((int(now * 1000.0) - t0) & KEY_MASK) * 0.001
-
-
 def _warm_code(fd: int) -> None:
     """Run once the library code every client needs (address parsing and its
     locale tables, math, fcntl, heapq, random). A forked worker maps a shared
     library's pages only when it first runs them, 60 to 120 kB in all: its
     first client should not look as if it cost that much."""
-    _pack("192.0.2.1")
-    _pack("2001:db8::1")
-    _pack("::ffff:192.0.2.1")
+    pack_host("192.0.2.1")
+    pack_host("2001:db8::1")
+    pack_host("::ffff:192.0.2.1")
     keys = [math.ceil(0.5), math.floor(0.5)]
     heapq.heappush(keys, 0)
     heapq.heappop(keys)
     fcntl.fcntl(fd, fcntl.F_GETFL)
     random.random()
-
-
-def _pack(host: str) -> tuple[int, bytes | None]:
-    """An address as the table keeps it: IPv4 as an int, else 16 bytes of IPv6."""
-    if host.startswith("::ffff:") and "." in host:
-        return int.from_bytes(socket.inet_aton(host[7:]), "big"), None
-    if ":" in host:
-        return 0, socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
-    return int.from_bytes(socket.inet_aton(host), "big"), None
-
-
-def _unpack(ip4: int, ip6: bytes | None, family: int = socket.AF_INET) -> str:
-    if ip6 is not None:
-        return socket.inet_ntop(socket.AF_INET6, ip6)
-    dotted = socket.inet_ntoa(ip4.to_bytes(4, "big"))
-    return "::ffff:" + dotted if family == socket.AF_INET6 else dotted
-
-
-def table_rows(fd_limit: int) -> int:
-    """Rows for every fd the process may open (address space is cheap; only
-    touched pages are memory), within reason when the limit is huge."""
-    if fd_limit == resource.RLIM_INFINITY or fd_limit <= 0:
-        return 1 << 22
-    return min(fd_limit, 1 << 22)
-
-
-TABLE = (
-    ("lst", "H"),  # listener index, 0 = no client on this fd
-    ("t0", "I"),  # accept time: ms of the loop clock (CLOCK_MONOTONIC), mod 2**32; see age()
-    ("due", "I"),  # wheel key of the next tick (low 32 bits); NO_TICK = none
-    ("sent", "I"),  # bytes sent, low 32 bits (see Engine._high)
-    ("recv", "I"),  # bytes received, low 32 bits
-    ("state", "I"),  # the bait's state word
-    ("note", "I"),  # notes id in the interner, 0 = none
-    ("port", "H"),
-    ("ip4", "I"),  # the peer's IPv4 address
-)
-
-
-def make_table(rows: int) -> dict[str, memoryview]:
-    """The client table's columns, ``rows`` rows each (32 bytes a row)."""
-    return {name: column(fmt, rows) for name, fmt in TABLE}
-
-
-def column(fmt: str, rows: int) -> memoryview:
-    """A zero-filled typed column in anonymous memory, shared with children
-    forked later (MAP_SHARED, mmap's default), which is what lets a supervisor
-    read a worker's table."""
-    size = max(struct.calcsize(fmt) * rows, mmap.PAGESIZE)
-    view: Any = memoryview(mmap.mmap(-1, size))  # cast() is typed for literal formats only
-    return view.cast(fmt)  # type: ignore[no-any-return]

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .bait import LearnRow
 from .events import ACCEPT, CLOSE, Event
 from .paths import state_dir
 from .sinks import ThreadedSink, _stderr
@@ -236,7 +237,6 @@ SESSIONS_VIEW = (
 
 # What the SSH adaptive mode learns from (tarry.baits.ssh.PatienceStore.learn):
 # departures by the client from a drip or kex session.
-LearnRow = tuple[str, float, str, dict[str, str]]  # ip, duration, reason, notes
 LEARN_SQL = (
     "SELECT ip, duration, reason, notes FROM sessions WHERE end >= ? AND proto = 'ssh'"
     " AND reason IN ('closed', 'reset') AND json_extract(notes, '$.mode') IN ('drip', 'kex')"
@@ -541,6 +541,14 @@ class HistoryStore(ThreadedSink):
             ).fetchall()
         finally:
             conn.close()
+
+    shared = False  # one host writes it: nothing to refresh
+
+    def fleet_rows(self, limit: int) -> list[LearnRow]:
+        return []
+
+    def learning_done(self) -> None:
+        """Each read opens its own connection: nothing to let go of."""
 
     def learning_rows(self, since: float, limit: int) -> list[LearnRow]:
         """The newest ``limit`` SSH departures that ended after ``since``, oldest

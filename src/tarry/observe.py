@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .adminbind import DEFAULT_LISTEN, bind_error
-from .bait import MAX_SECONDS, Bounds, is_numeric, shown
+from .bait import MAX_SECONDS, Bounds, LearningSource, is_numeric, shown
 from .events import Sink
 from .sinks import FACILITIES, _stderr, syslog_address, syslog_ident
 
@@ -501,21 +501,20 @@ def assemble(
     )
 
 
-def learn_from(history: Any, hist: Mapping[str, Any], verbose: bool = False) -> None:
+def learn_from(history: LearningSource, hist: Mapping[str, Any], verbose: bool = False) -> None:
     """Back what baits learn about addresses (the SSH adaptive mode) with the
     history, so it outlives restarts; a shared history is re-read for what the
     other hosts learned."""
     from .baits import registry
 
-    shared = hasattr(history, "fleet_rows")
     for module in registry().values():
         if module.use_history is not None and hist["learn_sessions"] > 0:
             module.use_history(
                 history,
-                days=hist["learn_days"],
-                sessions=hist["learn_sessions"],
-                refresh=hist["learn_refresh"] if shared else 0.0,
-                verbose=verbose,
+                hist["learn_days"],
+                hist["learn_sessions"],
+                hist["learn_refresh"] if history.shared else 0.0,
+                verbose,
             )
 
 

@@ -628,6 +628,8 @@ class PgHistoryStore(ThreadedSink):
             self._learn_conn = conn = connect(self.url)
         return conn
 
+    shared = True  # the fleet writes it: re-read for what other hosts learned
+
     def learning_done(self) -> None:
         """The learner thread is ending: it closes the connection it used."""
         conn, self._learn_conn = self._learn_conn, None

@@ -166,6 +166,7 @@ CORE = (
     "tarry.stats",
     "tarry.events",
     "tarry.cli",
+    "tarry.runtime",
     "tarry.config",
     "ctypes",
     "encodings.idna",  # name lookups (aiohttp, uvloop) load it on first use

@@ -53,20 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .bait import Bait, TarpitSpec
-from .engine import (
-    PARK_MAX,
-    REFUSALS,
-    Engine,
-    Interner,
-    Listener,
-    Tarpit,
-    _ProxyWait,
-    _unpack,
-    column,
-    make_table,
-    ms_age,
-    table_rows,
-)
+from .engine import PARK_MAX, REFUSALS, Engine, Listener, Tarpit, _ProxyWait
 from .events import CLOSE, TOTALS, BaseSink, Bus, Event, Notes, Sink, listen_line
 from .heap import MALLOC_TRIM
 from .metrics import Metrics
@@ -78,6 +65,8 @@ from .net import (
     raise_fd_limit,
     unmapped,
 )
+from .runtime import config_line, fail, make_baits, observability, run, said_changes, where_in
+from .table import Interner, column, make_table, ms_age, table_rows, unpack_host
 
 STRIDE = 256  # shared counts per worker: clients held in all, then one per [[tarpit]]
 MAX_TARPITS = STRIDE - 1
@@ -456,10 +445,16 @@ class WorkerEngine(Engine):
         self._locks = 0
         self._held = 0
         self._poll: asyncio.TimerHandle | None = None
-        super().__init__(bus, write_timeout=write_timeout, loop=loop, table=table)
+        super().__init__(
+            bus,
+            write_timeout=write_timeout,
+            loop=loop,
+            table=table,
+            ip6=SharedIp6(table["ip6"]),
+            notes=MirroredInterner(channel),
+            publish_top=self._publish_top,
+        )
         self.flag = table["flag"]
-        self.ip6 = SharedIp6(table["ip6"])
-        self.notes = MirroredInterner(channel)
         self.channel = channel
 
     # -- counts and totals that the supervisor reads -----------------------------
@@ -486,8 +481,10 @@ class WorkerEngine(Engine):
     connects = _stat(0)
     closed_seconds = _stat(1)
     bytes_sent = _stat(2)
-    top = _stat(3)
     del _stat
+
+    def _publish_top(self, top: int) -> None:
+        self._stats[self._sbase + 3] = top
 
     def refuse(self, reason: str) -> None:
         super().refuse(reason)
@@ -749,8 +746,6 @@ async def _worker(plan: WorkerPlan, lockfd: int) -> None:
 
 def _reload(engine: WorkerEngine, payload: bytes, fds: list[int]) -> None:
     """The supervisor's new config, with this worker's socket for every address."""
-    from .cli import make_baits
-
     specs, write_timeout, max_clients, addresses, where = pickle.loads(payload)
     socks = {addr: socket.socket(fileno=fd) for addr, fd in zip(addresses, fds, strict=True)}
 
@@ -761,7 +756,7 @@ def _reload(engine: WorkerEngine, payload: bytes, fds: list[int]) -> None:
             raise BindError(f"{addr}: the supervisor passed no socket for it") from None
 
     try:
-        baits = make_baits(specs, lambda i, spec: f"{where}: [[tarpit]] #{i} ({spec.protocol}) ")
+        baits = make_baits(specs, where_in(where))
         engine.apply(list(zip(specs, baits, strict=True)), bind, release_removed=True)
     except Exception as exc:  # a worker keeps its old config rather than die
         engine.log(f"reload rejected by this worker, its old config keeps running: {exc}")
@@ -1042,7 +1037,7 @@ class Supervisor:
                 continue
             proto, address, family = slot.listeners.get(index, ("", "", socket.AF_INET))
             raw6 = bytes(ip6[fd * 16 : fd * 16 + 16])
-            host = _unpack(table["ip4"][fd], raw6 if any(raw6) else None, family)
+            host = unpack_host(table["ip4"][fd], raw6 if any(raw6) else None, family)
             duration = ms_age(table["t0"][fd], now)
             self.retired[1] += duration
             closed += 1
@@ -1096,7 +1091,6 @@ class Supervisor:
                 yield fd, index, ms_age(t0[fd], now)
 
     def reload(self) -> None:
-        from .cli import _where, make_baits
         from .config import ConfigError, load
 
         if self.path is None:
@@ -1110,7 +1104,7 @@ class Supervisor:
                 raise ConfigError(f"{self.path}: more than {MAX_TARPITS} [[tarpit]] tables")
             if new.workers != self.n:
                 log(f"[engine] workers = {new.workers} takes a restart; {self.n} keep running")
-            baits = make_baits(new.tarpits, _where(new.path))
+            baits = make_baits(new.tarpits, where_in(new.path))
             for spec in new.tarpits:
                 for addr in spec.listen:
                     if addr not in self.groups and addr not in fresh:
@@ -1122,7 +1116,7 @@ class Supervisor:
             return
         self.groups.update(fresh)
         wanted = {addr for spec in new.tarpits for addr in spec.listen}
-        self.cfg, self.baits = new, baits
+        old, self.cfg, self.baits = self.cfg, new, baits
         addresses = sorted(wanted)
         payload = pickle.dumps(
             (new.tarpits, new.write_timeout, new.max_clients, addresses, new.path)
@@ -1139,7 +1133,7 @@ class Supervisor:
                     os.kill(slot.pid, signal.SIGKILL)
         for addr in [a for a in self.groups if a not in wanted]:
             self.let_go(self.groups.pop(addr))
-        log(f"reloaded {self.path}")
+        said_changes(log, self.path, old, new)
         self.announce()
 
     def bind(self, addr: str) -> list[socket.socket]:
@@ -1161,11 +1155,11 @@ class Supervisor:
                 line = listen_line(spec.protocol, address, spec.delay, spec.max_clients, spec.mode)
                 print(line, flush=True)
 
-    def held(self) -> int:
+    def clients_held(self) -> int:
         return self.shared.held()
 
     def status_text(self) -> str:
-        return f"holding {self.held()} clients on {len(self.groups)} listeners in {self.n} workers"
+        return f"holding {self.clients_held()} clients on {len(self.groups)} listeners in {self.n} workers"
 
     # -- the dashboard's view ----------------------------------------------------
 
@@ -1191,7 +1185,7 @@ class Supervisor:
                 {
                     "proto": proto,
                     "listener": address,
-                    "host": _unpack(table["ip4"][fd], raw6 if any(raw6) else None, family),
+                    "host": unpack_host(table["ip4"][fd], raw6 if any(raw6) else None, family),
                     "port": table["port"][fd],
                     "age": age,
                     "sent": table["sent"][fd],
@@ -1236,64 +1230,17 @@ class Supervisor:
 
     # -- running -------------------------------------------------------------------
 
-    async def run(
-        self, notifier: Any = None, start_admin: Any = None, explicit: bool = False
-    ) -> None:
-        from .cli import _start_admin
-        from .systemd import monotonic_usec
-
+    def start(self) -> None:
         loop = self.loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGCHLD, self.reap)
-        loop.add_signal_handler(signal.SIGUSR1, lambda: self.bus.emit(self.totals()))
-
-        def reload() -> None:
-            if notifier is not None:
-                notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}")
-            try:
-                self.reload()
-            finally:
-                if notifier is not None:
-                    notifier.send("READY=1", f"STATUS={self.status_text()}")
-
-        loop.add_signal_handler(signal.SIGHUP, reload)
         self.announce()
         for slot in self.slots:
             self.spawn(slot)
-        admin = await _start_admin(self, start_admin, explicit, live=self.live)
-        timers: list[asyncio.TimerHandle | None] = [None, None]
-        if notifier is not None and notifier.enabled:
-            notifier.send("READY=1", f"STATUS={self.status_text()}")
 
-            def status() -> None:
-                notifier.status(self.status_text())
-                timers[0] = loop.call_later(1.0, status)
+    def emit_totals(self) -> None:
+        self.bus.emit(self.totals())
 
-            def watchdog() -> None:  # from the loop: a stuck supervisor stops the pings
-                notifier.send("WATCHDOG=1")
-                timers[1] = loop.call_later(notifier.watchdog / 2, watchdog)
-
-            status()
-            if notifier.watchdog:
-                watchdog()
-        try:
-            await stop.wait()
-        finally:
-            for timer in timers:
-                if timer is not None:
-                    timer.cancel()
-            if notifier is not None:
-                notifier.send("STOPPING=1", f"STATUS=stopping, releasing {self.held()} clients")
-            await self.shutdown()
-            if admin is not None:
-                await admin.close()
-            self.bus.close()
-            if notifier is not None:
-                notifier.close()
-
-    async def shutdown(self) -> None:
+    async def stop(self) -> None:
         """SIGTERM to every worker (each logs a CLOSE per client), then one TOTALS."""
         self.stopping = True
         self._all_gone = asyncio.Event()
@@ -1357,14 +1304,12 @@ def serve_workers(
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
 ) -> int:
     """``tarry serve`` with ``[engine] workers`` above 1."""
-    from .cli import _drop_privileges, _where, fail
     from .config import ConfigError
-    from .observe import ObserveError, build, preflight
 
     if len(cfg.tarpits) > MAX_TARPITS:
         fail(f"{cfg.path}: more than {MAX_TARPITS} [[tarpit]] tables with workers")
     try:
-        groups = bind_groups(cfg.tarpits, cfg.workers, activation, _where(cfg.path))
+        groups = bind_groups(cfg.tarpits, cfg.workers, activation, where_in(cfg.path))
     except ConfigError as exc:
         fail(str(exc))
     shared_queues = [addr for addr, socks in groups.items() if len(set(socks)) == 1]
@@ -1373,27 +1318,16 @@ def serve_workers(
             f"passed sockets ({', '.join(shared_queues)}) are one accept queue for all "
             f"{cfg.workers} workers: max_clients_per_ip is counted per worker there"
         )
-    for inh in activation.unused():
-        log(
-            f"passed socket {inh.address} ({inh.name}) matches no [[tarpit]] name or "
-            "listen address; kept unused for a reload"
-        )
-    try:
-        checked = preflight(cfg.sections)  # as check-config does, and before the switch
-    except ObserveError as exc:
-        fail(f"{cfg.path}: {exc}")
-    _drop_privileges(cfg, checked)
-    try:
-        sinks, start_admin = build(cfg.sections, stdout=sys.stdout, checked=checked)
-    except ObserveError as exc:
-        fail(f"{cfg.path}: {exc}")
+    sinks, start_admin = observability(cfg, activation, bait_sinks=False)
     bus = Bus(sinks)
     sup = Supervisor(cfg, path, activation, bus, baits, groups, loop_factory)
     for sink in sinks:  # the metrics export the workers' dropped events too
         if isinstance(sink, Metrics):
             sink.sinks.append(sup)
+    print(config_line(path), file=sys.stderr, flush=True)
+    admin = (start_admin, "admin" in cfg.sections)
     try:
-        asyncio.run(sup.run(notifier, start_admin, explicit="admin" in cfg.sections))
+        asyncio.run(run(sup, bus, notifier, admin, cfg))
     except OSError as exc:
         if exc.errno == errno.EMFILE:
             fail("out of file descriptors in the supervisor")

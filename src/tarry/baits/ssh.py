@@ -51,6 +51,8 @@ from ..bait import (
     BaitBase,
     BaitModule,
     Bounds,
+    LearningSource,
+    LearnRow,
     Option,
     Step,
     TarpitSpec,
@@ -475,7 +477,6 @@ def pace_code(seconds: float) -> int:
 
 
 Note = Callable[[str, str], str]
-LearnRow = tuple[str, float, str, dict[str, str]]  # ip, duration, reason, notes (tarry.history)
 VISIT_SHIFT = 10
 LESSON_MASK = (1 << VISIT_SHIFT) - 1
 
@@ -585,7 +586,7 @@ class PatienceStore(BaseSink):
         self._enabled = False
         self._ips: dict[str, int] = {}
         self._incoming: list[tuple[dict[str, int], bool]] = []
-        self._source: Any = None
+        self._source: LearningSource | None = None
         self._bounds = (30.0, 100000, 0.0, False)  # days, sessions, refresh, verbose
         self._quit = threading.Event()
         self._learner: threading.Thread | None = None
@@ -679,7 +680,7 @@ class PatienceStore(BaseSink):
 
     def attach(
         self,
-        source: Any,
+        source: LearningSource,
         days: float = 30.0,
         sessions: int = 100000,
         refresh: float = 0.0,
@@ -714,9 +715,9 @@ class PatienceStore(BaseSink):
         )
         self._learner.start()
 
-    def _learn_loop(self, source: Any, quit: threading.Event) -> None:
+    def _learn_loop(self, source: LearningSource, quit: threading.Event) -> None:
         days, sessions, refresh, verbose = self._bounds
-        refresh = refresh if hasattr(source, "fleet_rows") else 0.0
+        refresh = refresh if source.shared else 0.0
         failing = False
         while not quit.is_set():
             try:
@@ -746,9 +747,7 @@ class PatienceStore(BaseSink):
                     self.report(f"tarry: adaptive: cannot read the history: {exc}")
                     failing = True
             quit.wait(refresh if self.seeded and refresh > 0 and not failing else LEARN_RETRY)
-        done = getattr(source, "learning_done", None)
-        if done is not None:
-            done()
+        source.learning_done()
 
     def close(self) -> None:
         self.detach()
@@ -771,7 +770,7 @@ def sinks() -> list[Sink]:
 
 
 def use_history(
-    source: Any, days: float, sessions: int, refresh: float = 0.0, verbose: bool = False
+    source: LearningSource, days: float, sessions: int, refresh: float = 0.0, verbose: bool = False
 ) -> None:
     """Back the adaptive mode's memory with the history (tarry.observe calls this)."""
     patience_store().attach(source, days, sessions, refresh, verbose)
