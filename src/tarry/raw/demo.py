@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from . import bpf, caps, nftables, packet, tcp
 from .cookie import Cookies
-from .index import Index, tuple_key
+from .index import RowIndex, tuple_key
 from .ring import Ring, RingError, Sender
 
 LINE = b"tarry raw demo: please hold\r\n"
@@ -99,7 +99,7 @@ class Demo:
     def __init__(self, listeners: list[Listener], every: float) -> None:
         self.listeners, self.every = listeners, every
         self.cookies = Cookies()
-        self.index = Index()
+        self.index = RowIndex(lambda row: self.peers[row].key)
         self.conns = tcp.Conns(MAX_CLIENTS)
         self.free = list(range(MAX_CLIENTS - 1, -1, -1))
         self.peers: dict[int, Peer] = {}
@@ -165,10 +165,10 @@ class Demo:
                 return
             row = self.free.pop()
             self.conns.start(row, snd, rcv)
-            self.index.put(key, row)
             kind = self.listeners[n].kind
             peer = Peer(seg.src, seg.dst, seg.sport, seg.dport, key, kind, snd, kind == "ssh")
             self.peers[row] = peer
+            self.index.put(key, row)  # after the row holds its key: RowIndex reads it
             say("OPEN", show(seg.src), seg.sport, kind)
             if peer.started:
                 self._to(peer, tcp.send(self.conns, row, stream(kind, 0, len(LINE))))
@@ -184,8 +184,8 @@ class Demo:
             self.drop(row, result.closed)
 
     def drop(self, row: int, reason: str) -> None:
+        self.index.pop(self.peers[row].key)  # while the row still holds its key
         peer = self.peers.pop(row)
-        self.index.pop(peer.key)
         self.free.append(row)
         say("CLOSE", show(peer.src), peer.sport, reason)
 
