@@ -10,6 +10,7 @@ declare -A NEED=(
   [chromium]=chromium [systemd-socket-activate]=systemd [prometheus]=prometheus
   [curl]=curl [wget]=wget [openssl]=openssl [ss]=iproute2 [setpriv]=util-linux
   [fail2ban-regex]=fail2ban [rsyslogd]=rsyslog [tmux]=tmux [endlessh]=endlessh
+  [nft]=nftables [nc]=netcat-openbsd [unshare]=util-linux [ip]=iproute2
 )
 missing=()
 for prog in "${!NEED[@]}"; do
