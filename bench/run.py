@@ -357,6 +357,7 @@ def start_endlessh(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Pope
 
 
 SERVERS = {"tarry": start_tarry, "reference": start_reference, "endlessh": start_endlessh}
+PYTHON_SERVERS = ("tarry", "reference")
 
 
 def listening_port(proc: subprocess.Popen, log: Path, pattern: str) -> int:
@@ -388,7 +389,8 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             time.sleep(1.0)  # let start-up settle before the baseline
             tree = Tree(pid)
             res["rss_idle_untrimmed"], res["pss_idle_untrimmed"] = tree.memory()
-            if not args.no_trim:
+            python_server = name in PYTHON_SERVERS  # endlessh is C: nothing to trim
+            if python_server and not args.no_trim:
                 trim(tree, log)
             fds0 = tree.fds()
             rss0, pss0 = tree.memory()
@@ -475,7 +477,7 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             held = tree.fds() - fds0
             res["end_each"] = tree.each()
             tree.save_smaps(args.smaps, "end")
-            if args.trim_end and not args.no_trim:
+            if args.trim_end and python_server and not args.no_trim:
                 # what stays once freed heap (buffers of the accept burst) goes back
                 trim(tree, log)
                 res["rss_end_trimmed"], res["pss_end_trimmed"] = tree.memory()
@@ -522,10 +524,18 @@ def measure(name: str, index: int, args: argparse.Namespace) -> dict:
             res["kernel_per_client"] = res["client_kernel_per_client"] = None
             slab1 = slab_bytes()
             if slab0 is not None and slab1 is not None and held > 0:
-                # the server's share: what goes when it lets go while every client stays
-                stop(proc)
-                time.sleep(3.0)  # sockets are freed after an RCU grace period
-                slab2 = slab_bytes()
+                # the server's share: what goes when it lets go while every client
+                # stays (the load generator is stopped, so it cannot close its ends)
+                clients = Tree(loadgen.proc.pid).pids
+                for p in clients:
+                    os.kill(p, signal.SIGSTOP)
+                try:
+                    stop(proc)
+                    time.sleep(3.0)  # sockets are freed after an RCU grace period
+                    slab2 = slab_bytes()
+                finally:
+                    for p in clients:
+                        os.kill(p, signal.SIGCONT)
                 assert slab2 is not None
                 res["kernel_per_client"] = (slab1 - slab2) / held
                 res["client_kernel_per_client"] = (slab2 - slab0) / held

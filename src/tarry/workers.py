@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import fcntl
 import gc
@@ -43,7 +42,6 @@ import os
 import pickle
 import signal
 import socket
-import struct
 import sys
 import time
 import warnings
@@ -53,6 +51,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .bait import Bait, TarpitSpec
+from .cbpf import (
+    JA,
+    JEQ_K,
+    LD_B_ABS,
+    LD_W_ABS,
+    MOD_K,
+    MUL_K,
+    RET_A,
+    RSH_K,
+    SO_ATTACH_REUSEPORT_CBPF,
+    TAX,
+    XOR_X,
+    Asm,
+    attach,
+)
 from .engine import PARK_MAX, REFUSALS, Engine, Listener, Tarpit, _ProxyWait
 from .events import CLOSE, TOTALS, BaseSink, Bus, Event, Notes, Sink, listen_line
 from .heap import MALLOC_TRIM
@@ -94,35 +107,30 @@ def log(message: str) -> None:
 
 # ---- steering: which worker a peer's connections go to ---------------------------
 
-SO_ATTACH_REUSEPORT_CBPF = 51  # <asm-generic/socket.h>; not in the socket module
 SKF_NET_OFF = -0x100000  # classic BPF loads relative to the network header
 _GOLDEN = 0x9E3779B1
-
-
-def _ins(code: int, k: int = 0, jt: int = 0, jf: int = 0) -> bytes:
-    return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
 
 
 def steering_program(n: int) -> bytes:
     """cBPF for a reuseport group of ``n`` sockets: the index of the socket a SYN
     goes to, from the source address (IPv4, or the first 64 bits of IPv6)."""
-    return b"".join(
-        [
-            _ins(0x30, SKF_NET_OFF),  # ldb [net+0]: version, header length
-            _ins(0x74, 4),  # rsh #4
-            _ins(0x15, 4, 0, 2),  # jeq #4: IPv4 on, else to the IPv6 load
-            _ins(0x20, SKF_NET_OFF + 12),  # ld [net+12]: IPv4 source
-            _ins(0x05, 3),  # ja to the hash (X is 0)
-            _ins(0x20, SKF_NET_OFF + 8),  # ld [net+8]: IPv6 source, first word
-            _ins(0x07),  # tax
-            _ins(0x20, SKF_NET_OFF + 12),  # ld [net+12]: second word; the /64 ends here
-            _ins(0xAC),  # xor x
-            _ins(0x24, _GOLDEN),  # mul: Fibonacci hashing spreads neighbours apart
-            _ins(0x74, 16),  # rsh #16
-            _ins(0x94, n),  # mod #n
-            _ins(0x16),  # ret a
-        ]
-    )
+    asm = Asm()
+    asm(LD_B_ABS, SKF_NET_OFF)  # version, header length
+    asm(RSH_K, 4)
+    asm(JEQ_K, 4, None, "v6")
+    asm(LD_W_ABS, SKF_NET_OFF + 12)  # IPv4 source
+    asm(JA, 0, "hash")  # (X is 0)
+    asm.label("v6")
+    asm(LD_W_ABS, SKF_NET_OFF + 8)  # IPv6 source, first word
+    asm(TAX)
+    asm(LD_W_ABS, SKF_NET_OFF + 12)  # second word; the /64 ends here
+    asm.label("hash")
+    asm(XOR_X)
+    asm(MUL_K, _GOLDEN)  # Fibonacci hashing spreads neighbours apart
+    asm(RSH_K, 16)
+    asm(MOD_K, n)
+    asm(RET_A)
+    return asm.assemble()
 
 
 def worker_for(host: str, n: int) -> int:
@@ -136,10 +144,7 @@ def worker_for(host: str, n: int) -> int:
 
 
 def attach_steering(sock: socket.socket, n: int) -> None:
-    code = steering_program(n)
-    buf = ctypes.create_string_buffer(code, len(code))
-    prog = struct.pack("@HP", len(code) // 8, ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, prog)
+    attach(sock, steering_program(n), SO_ATTACH_REUSEPORT_CBPF)
 
 
 def bind_group(text: str, n: int) -> list[socket.socket]:

@@ -10,68 +10,37 @@ Packets we send ourselves (``PACKET_OUTGOING``) never pass.
 
 Offsets are from the network header: the socket is ``SOCK_DGRAM``.
 
-Note for the lead: tarry.workers.steering_program assembles a cBPF program by
-hand with its own ``_ins``; ``Asm`` here resolves labels and could serve both.
+The assembler is tarry.cbpf's, which the workers' steering uses too.
 """
 
 from __future__ import annotations
 
-import ctypes
-import socket
-import struct
-from dataclasses import dataclass, field
-
+from ..cbpf import (
+    ADD_X,
+    AND_K,
+    JA,
+    JEQ_K,
+    JGT_K,
+    JGT_X,
+    JSET_K,
+    LD_B_ABS,
+    LD_B_IND,
+    LD_H_ABS,
+    LD_H_IND,
+    LD_W_ABS,
+    LDX_B_MSH,
+    LDX_MEM,
+    RET_K,
+    RSH_K,
+    ST,
+    TAX,
+    Asm,
+)
 from .packet import FIN, RST, SYN
 
-# opcodes (linux/filter.h, linux/bpf_common.h)
-LD_W_ABS, LD_H_ABS, LD_B_ABS = 0x20, 0x28, 0x30
-LD_H_IND, LD_B_IND = 0x48, 0x50
-LDX_B_MSH = 0xB1  # X = 4 * (packet[k] & 0x0f): an IPv4 header's length
-LD_MEM, LDX_MEM, ST = 0x60, 0x61, 0x02
-ADD_X, AND_K, RSH_K = 0x0C, 0x54, 0x74
-TAX = 0x07
-JA, JEQ_K, JGT_K, JSET_K, JGT_X = 0x05, 0x15, 0x25, 0x45, 0x2D
-RET_K = 0x06
 SKF_AD_OFF, SKF_AD_PROTOCOL, SKF_AD_PKTTYPE = -0x1000, 0, 4
 PACKET_OUTGOING = 4
-SO_ATTACH_FILTER = 26
 SNAP = 0xFFFF  # pass a whole packet; bait input is bounded by the TCP window anyway
-
-
-@dataclass
-class Asm:
-    """A cBPF assembler with forward labels: conditional jumps take a label or
-    None (the next instruction); ``assemble`` checks each fits in 8 bits."""
-
-    code: list[tuple[int, int, str | None, str | None]] = field(default_factory=list)
-    labels: dict[str, int] = field(default_factory=dict)
-
-    def __call__(self, op: int, k: int = 0, jt: str | None = None, jf: str | None = None) -> None:
-        self.code.append((op, k, jt, jf))
-
-    def label(self, name: str) -> None:
-        self.labels[name] = len(self.code)
-
-    def assemble(self) -> bytes:
-        out = []
-        for i, (op, k, jt, jf) in enumerate(self.code):
-            t, f = self._offset(i, jt), self._offset(i, jf)
-            if op == JA:
-                k, t, f = t, 0, 0
-            elif not (t <= 255 and f <= 255):
-                raise ValueError(
-                    "a filter jump is longer than 255 instructions: too many addresses or ports"
-                )
-            out.append(struct.pack("HBBI", op, t, f, k & 0xFFFFFFFF))
-        return b"".join(out)
-
-    def _offset(self, i: int, label: str | None) -> int:
-        if label is None:
-            return 0
-        target = self.labels[label]
-        if target <= i:
-            raise ValueError(f"backward jump to {label}")
-        return target - i - 1
 
 
 def _any_of(asm: Asm, values: list[int], ok: str, drop: str) -> None:
@@ -181,10 +150,3 @@ def program(ports: list[int], v4: list[bytes], v6: list[bytes], tag: int) -> byt
     asm(JGT_X, 0, "v6-pass", "v6-drop")  # payload length > the TCP header: a payload
     _ends(asm, "v6")
     return asm.assemble()
-
-
-def attach(sock: socket.socket, code: bytes) -> None:
-    """Attach ``code`` to ``sock`` (SO_ATTACH_FILTER)."""
-    buf = ctypes.create_string_buffer(code, len(code))
-    prog = struct.pack("@HP", len(code) // 8, ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)

@@ -21,7 +21,7 @@ import socket
 import struct
 from collections.abc import Iterator
 
-from . import bpf
+from .. import cbpf
 
 SOL_PACKET = 263
 PACKET_RX_RING, PACKET_VERSION = 5, 10
@@ -59,7 +59,7 @@ class Ring:
         except PermissionError:
             raise RingError('stack = "raw" needs CAP_NET_RAW to open a packet socket') from None
         try:
-            bpf.attach(self.sock, filter_code)
+            cbpf.attach(self.sock, filter_code)
             self._drain()  # what came in before the filter was attached
             self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
             req = _REQ3.pack(
