@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import queue
+import random
 import re
 import resource
 import shlex
@@ -337,6 +338,20 @@ def start_reference(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Pop
     return proc, log, r"LISTEN 127\.0\.0\.1:(\d+)"
 
 
+def free_port_below_ephemeral() -> int:
+    """A free port under the kernel's ephemeral range, which the load generator's
+    tens of thousands of connections use up (a port 0 bind would pick from it)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(20000, low), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise BenchError("no free port for endlessh")
+
+
 def start_endlessh(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, Path, str]:
     """Debian's endlessh 1.1 (scripts/install-test-deps.sh installs it), banner mode."""
     exe = shutil.which("endlessh")
@@ -344,9 +359,7 @@ def start_endlessh(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Pope
         raise BenchError("endlessh is not installed (apt-get install endlessh)")
     if args.proto != "ssh":
         raise BenchError("endlessh speaks SSH only: use --proto ssh")
-    with socket.socket() as probe:  # endlessh takes no port 0: find a free one
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port_below_ephemeral()  # endlessh takes no port 0
     delay_ms = str(int(args.delay * 1000))
     cmd = [exe, "-v", "-4", "-p", str(port), "-d", delay_ms, "-m", str(args.n + 100)]
     log = tmp / "endlessh.log"
