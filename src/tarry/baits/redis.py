@@ -53,6 +53,7 @@ R_NOPASS = (
 R_BULK_LEN = b"-ERR Protocol error: invalid bulk length\r\n"
 R_MULTI_LEN = b"-ERR Protocol error: invalid multibulk length\r\n"
 R_TOO_BIG = b"-ERR Protocol error: too big inline request\r\n"
+R_NOPROTO = b"-NOPROTO unsupported protocol version\r\n"
 
 CONFIG = {
     "dir": "/var/lib/redis",
@@ -92,6 +93,15 @@ def bulk(text: bytes) -> bytes:
 
 def array(items: list[bytes]) -> bytes:
     return b"*%d\r\n" % len(items) + b"".join(bulk(i) for i in items)
+
+
+def hello(version: bytes, proto: int) -> bytes:
+    """HELLO's reply: a RESP3 map, or its RESP2 array."""
+    pairs = [(b"server", bulk(b"redis")), (b"version", bulk(version)), (b"proto", b":%d\r\n" % proto),
+             (b"id", b":%d\r\n" % 1893), (b"mode", bulk(b"standalone")), (b"role", bulk(b"master")),
+             (b"modules", b"*0\r\n")]  # fmt: skip
+    start = b"%%%d\r\n" % len(pairs) if proto == 3 else b"*%d\r\n" % (2 * len(pairs))
+    return start + b"".join(bulk(k) + v for k, v in pairs)
 
 
 def _number(raw: bytes, error: bytes) -> int:
@@ -247,8 +257,9 @@ class RedisBait(DripBait):
             )
         }  # fmt: skip
         self.info = self.static(_info(version.decode()))
-        hello = [b"server", b"redis", b"version", version, b"proto", b"2", b"mode", b"standalone"]
-        self.hello = self.static(array(hello))
+        self.hello2 = self.static(hello(version, 2))
+        self.hello3 = self.static(hello(version, 3))
+        self.noproto = self.static(R_NOPROTO)
         self.verbs = {
             b"PING": R_PONG,
             b"QUIT": R_OK,
@@ -272,9 +283,9 @@ class RedisBait(DripBait):
         return Step(0)  # Redis waits for the client to speak
 
     def head(self, reply: bytes) -> int:
-        """A bulk or array goes with its length line; a status or error with its code."""
+        """A bulk, array or map goes with its length line; a status or error with its code."""
         line = reply.find(b"\r\n")
-        if reply[:1] in (b"$", b"*"):
+        if reply[:1] in (b"$", b"*", b"%"):
             return line + 2
         space = reply.find(b" ", 0, line)
         return space if space > 0 else line
@@ -310,12 +321,12 @@ class RedisBait(DripBait):
             return self.auth(args, notes, state)
         if verb == b"QUIT":
             return self.r[R_OK], notes, state | F_CLOSE
-        if self.requirepass and verb != b"HELLO":
+        if verb == b"HELLO":
+            return self.handshake(args, notes, state)
+        if self.requirepass:
             return self.r[R_NOAUTH], notes, state
         if verb == b"INFO":
             return self.info, notes, state
-        if verb == b"HELLO":
-            return self.hello, notes, state
         if name == b"CONFIG GET" and len(args) > 2:
             return config_get(args[2:]), notes, state
         if name in (b"CONFIG SET", b"CONFIG RESETSTAT", b"CLIENT SETNAME"):
@@ -329,6 +340,17 @@ class RedisBait(DripBait):
         if static is not None:
             return self.r[static], notes, state
         return unknown(args), notes, state
+
+    def handshake(self, args: list[bytes], notes: Notes, state: int) -> tuple[int, Notes, int]:
+        """HELLO [protover [AUTH user pass]]: RESP3 is agreed to (its parsers
+        read RESP2's replies too), and an AUTH in it is refused as AUTH is."""
+        if len(args) >= 5 and args[2].upper() == b"AUTH":
+            return self.auth([b"AUTH", *args[3:5]], notes, state)
+        if self.requirepass:
+            return self.r[R_NOAUTH], notes, state
+        if len(args) == 1 or args[1] == b"2":
+            return self.hello2, notes, state
+        return (self.hello3 if args[1] == b"3" else self.noproto), notes, state
 
     def auth(self, args: list[bytes], notes: Notes, state: int) -> tuple[int, Notes, int]:
         if len(args) not in (2, 3):
