@@ -64,6 +64,16 @@ class Sim:
                 break
         return self.take()
 
+    def segments(self, limit: int = 100000) -> list[bytes]:
+        """Tick until nothing is pending: what each tick sent, in order."""
+        out: list[bytes] = []
+        for _ in range(limit):
+            if not self.tick():
+                break
+            if self.out:
+                out.append(self.take())
+        return out
+
     def take(self) -> bytes:
         data = bytes(self.out)
         self.out.clear()
