@@ -1,0 +1,125 @@
+"""Real PostgreSQL clients against `tarry serve`: psql, psycopg and patator's
+pgsql_login go through SSLRequest and startup, send their password, and get
+"password authentication failed" only after it drips; a client with no
+connect_timeout stays, one with a connect_timeout is held to it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from support import end_process, need, need_module, start_tarry
+
+pytestmark = pytest.mark.realclient
+
+FAST, SLOW = 0.002, 0.2
+
+CONFIG = f"""
+[[tarpit]]
+protocol = "postgresql"
+listen = ["127.0.0.1:0"]
+delay = {FAST}
+max_clients_per_ip = 0
+
+[[tarpit]]
+protocol = "postgresql"
+listen = ["127.0.0.1:0"]
+delay = {SLOW}
+"""
+
+
+@pytest.fixture(scope="module")
+def tarry(tmp_path_factory):
+    t = start_tarry(CONFIG, env={"XDG_STATE_HOME": str(tmp_path_factory.mktemp("state"))})
+    t.port("postgresql")
+    yield t
+    t.stop()
+
+
+def close_line(tarry, pattern: str, timeout: float = 20.0) -> str:
+    return tarry.wait_for(rf" CLOSE proto=postgresql .*{pattern}", timeout).string
+
+
+def psql_env(password: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    return {**env, "PGPASSWORD": password, **extra}
+
+
+def psql(port: int, user: str, db: str) -> list[str]:
+    return [need("psql"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", db, "-w"]
+
+
+def test_psql_denied_and_recorded(tarry):
+    argv = [*psql(tarry.port("postgresql", 0), "pgadmin", "billing"), "-c", "select 1"]
+    got = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, env=psql_env("pg-secret")
+    )
+    assert got.returncode == 2
+    assert 'password authentication failed for user "pgadmin"' in got.stderr, got.stderr
+    line = close_line(tarry, r"auth_pass=pg-secret")
+    assert " auth_user=pgadmin" in line and " database=billing" in line
+    assert " application_name=psql" in line and " reason=bait" in line
+
+
+def test_psql_without_connect_timeout_stays(tarry):
+    argv = [*psql(tarry.port("postgresql", 1), "slow", "slow"), "-c", "select 1"]
+    proc = subprocess.Popen(
+        argv, env=psql_env("slow"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        time.sleep(20 * SLOW)
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        end_process(proc)
+    line = close_line(
+        tarry, r"auth_user=slow .*reason=(closed|reset)|reason=(closed|reset).*auth_user=slow"
+    )
+    assert int(re.search(r" bytes=(\d+)", line).group(1)) >= 20  # the denial was dripping
+
+
+def test_psycopg_denied_and_recorded(tarry):
+    psycopg = need_module("psycopg")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(
+            host="127.0.0.1",
+            port=tarry.port("postgresql", 0),
+            user="pyuser",
+            password="py-secret",
+            dbname="app",
+            application_name="worker-7",
+        )
+    line = close_line(tarry, r"auth_pass=py-secret")
+    assert " application_name=worker-7" in line and " database=app" in line
+
+
+def test_psycopg_held_to_its_connect_timeout(tarry):
+    """libpq's connect_timeout bounds the whole startup: held to it exactly."""
+    psycopg = need_module("psycopg")
+    start = time.monotonic()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(
+            host="127.0.0.1", port=tarry.port("postgresql", 1), user="timed", password="x",
+            connect_timeout=2,
+        )  # fmt: skip
+    assert time.monotonic() - start >= 1.9
+    line = close_line(tarry, r"auth_user=timed ")
+    assert float(re.search(r" time=(\d+\.\d+)", line).group(1)) >= 1.8
+
+
+def test_patator_pgsql_login_100_credentials(tarry, tmp_path):
+    need("patator")
+    passwords = tmp_path / "passwords.txt"
+    passwords.write_text("".join(f"pw{i:03d}\n" for i in range(100)))
+    argv = [
+        need("patator"), "pgsql_login", "host=127.0.0.1", f"port={tarry.port('postgresql', 0)}",
+        "user=postgres", "password=FILE0", f"0={passwords}", "-t", "10", "--max-retries", "0",
+    ]  # fmt: skip
+    got = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+    out = got.stdout + got.stderr
+    assert out.count("password authentication failed") >= 100, out[-2000:]
+    for i in (0, 57, 99):
+        close_line(tarry, rf"auth_pass=pw{i:03d}( |$)")

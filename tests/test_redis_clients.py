@@ -1,0 +1,112 @@
+"""Real Redis clients against `tarry serve`: redis-cli and redis-py read our
+dripped replies as Redis's, are held while they drip (a byte resets their
+per-read timeout), and what they send shows up in the CLOSE line."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+from support import end_process, need, need_module, start_tarry
+
+pytestmark = pytest.mark.realclient
+
+FAST, SLOW = 0.002, 0.2
+
+CONFIG = f"""
+[[tarpit]]
+protocol = "redis"
+listen = ["127.0.0.1:0"]
+delay = {FAST}
+
+[[tarpit]]
+protocol = "redis"
+listen = ["127.0.0.1:0"]
+delay = {SLOW}
+"""
+
+
+@pytest.fixture(scope="module")
+def tarry(tmp_path_factory):
+    t = start_tarry(CONFIG, env={"XDG_STATE_HOME": str(tmp_path_factory.mktemp("state"))})
+    t.port("redis")
+    yield t
+    t.stop()
+
+
+def close_line(tarry, pattern: str, timeout: float = 20.0) -> str:
+    return tarry.wait_for(rf" CLOSE proto=redis .*{pattern}", timeout).string
+
+
+def cli(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [need("redis-cli"), "-h", "127.0.0.1", "-p", str(port), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_redis_cli_config_get_and_auth(tarry):
+    port = tarry.port("redis", 0)
+    got = cli(port, "CONFIG", "GET", "dbfilename")
+    assert got.stdout.split() == ["dbfilename", "dump.rdb"], got
+    close_line(tarry, r"command=CONFIG\\x20GET")
+    got = cli(port, "--user", "admin", "--pass", "cli-secret", "--no-auth-warning", "PING")
+    assert "WRONGPASS" in got.stdout + got.stderr, got
+    line = close_line(tarry, r"auth_pass=cli-secret")
+    assert " auth_user=admin" in line
+
+
+def test_redis_cli_held_by_info(tarry):
+    """INFO drips a byte a delay; redis-cli (no read timeout) waits for it all."""
+    port = tarry.port("redis", 1)
+    proc = subprocess.Popen(
+        [need("redis-cli"), "-h", "127.0.0.1", "-p", str(port), "INFO"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(20 * SLOW)
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        end_process(proc)
+    line = close_line(tarry, r"command=INFO")
+    assert " reason=closed" in line
+    assert int(re.search(r" bytes=(\d+)", line).group(1)) >= 10  # it was progressing
+
+
+def test_redis_py_info_and_setinfo(tarry):
+    redis = need_module("redis")
+    r = redis.Redis(host="127.0.0.1", port=tarry.port("redis", 0))
+    info = r.info()
+    assert info["redis_version"] == "7.2.4" and info["role"] == "master"
+    r.close()
+    line = close_line(tarry, r"client=redis-py")
+    assert " command=INFO" in line
+
+
+def test_redis_py_auth_recorded(tarry):
+    redis = need_module("redis")
+    r = redis.Redis(host="127.0.0.1", port=tarry.port("redis", 0), password="py-secret")
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        r.ping()
+    close_line(tarry, r"auth_user=default auth_pass=py-secret")
+
+
+def test_redis_py_socket_timeout_never_fires(tarry):
+    """redis-py times each read (5 s by default); a byte every delay keeps it reading."""
+    redis = need_module("redis")
+    r = redis.Redis(host="127.0.0.1", port=tarry.port("redis", 1), socket_timeout=4 * SLOW)
+    failed: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            r.info()
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            failed.append(exc)
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    time.sleep(20 * SLOW)  # five times its read timeout
+    assert thread.is_alive() and not failed, failed  # it ends when tarry stops
