@@ -95,7 +95,7 @@ def test_pymysql_held_past_connect_timeout(tarry):
             pymysql.connect(
                 host="127.0.0.1", port=tarry.port("mysql", 1), user="u", connect_timeout=1
             )
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
+        except BaseException as exc:
             failed.append(exc)
 
     thread = threading.Thread(target=connect, daemon=True)

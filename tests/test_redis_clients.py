@@ -4,6 +4,8 @@ per-read timeout), and what they send shows up in the CLOSE line."""
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import subprocess
 import threading
@@ -11,13 +13,17 @@ import time
 
 import pytest
 
-from support import end_process, need, need_module, start_tarry
+from support import end_process, need, need_module, start_tarry, wait_until
+from tarry.report import report_main
 
 pytestmark = pytest.mark.realclient
 
 FAST, SLOW = 0.002, 0.2
 
 CONFIG = f"""
+[history]
+flush_interval = 0.1
+
 [[tarpit]]
 protocol = "redis"
 listen = ["127.0.0.1:0"]
@@ -32,10 +38,18 @@ delay = {SLOW}
 
 @pytest.fixture(scope="module")
 def tarry(tmp_path_factory):
-    t = start_tarry(CONFIG, env={"XDG_STATE_HOME": str(tmp_path_factory.mktemp("state"))})
+    state = tmp_path_factory.mktemp("state")
+    t = start_tarry(CONFIG, env={"XDG_STATE_HOME": str(state)})
     t.port("redis")
+    t.history = state / "tarry" / "history.sqlite3"  # type: ignore[attr-defined]
     yield t
     t.stop()
+
+
+def report(db) -> dict:
+    out, err = io.StringIO(), io.StringIO()
+    assert report_main(["--db", str(db), "--format", "json"], out=out, err=err) == 0, err
+    return json.loads(out.getvalue())
 
 
 def close_line(tarry, pattern: str, timeout: float = 20.0) -> str:
@@ -103,10 +117,26 @@ def test_redis_py_socket_timeout_never_fires(tarry):
     def ask() -> None:
         try:
             r.info()
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
+        except BaseException as exc:
             failed.append(exc)
 
     thread = threading.Thread(target=ask, daemon=True)
     thread.start()
     time.sleep(20 * SLOW)  # five times its read timeout
     assert thread.is_alive() and not failed, failed  # it ends when tarry stops
+
+
+def test_report_shows_commands_and_credentials(tarry):
+    """The notes feed the history and `tarry report` as SSH's credentials do."""
+    port = tarry.port("redis", 0)
+    cli(port, "--user", "reportuser", "--pass", "report-pw", "--no-auth-warning", "PING")
+    cli(port, "SLAVEOF", "203.0.113.9", "8886")
+
+    def found() -> dict | None:
+        data = report(tarry.history)
+        creds = {(r["proto"], r["user"], r["password"]) for r in data["top_credentials"]}
+        commands = {r["command"] for r in data["top_commands"]}
+        ok = ("redis", "reportuser", "report-pw") in creds and "SLAVEOF" in commands
+        return data if ok else None
+
+    wait_until(found, 20, "the redis sessions in the report")
