@@ -10,9 +10,9 @@ succeeds: with ``record_credentials`` the server asks the client to switch to
 every login ends in error 1045, "Access denied", each packet dripped.
 
 Client limits (docs/databases.md): libmariadb (the mariadb client, MySQLdb,
-patator) waits ``connect_timeout`` for the greeting's first byte only, so the
-head goes within a second; no known client has a per-read timeout shorter than
-the default delay.
+patator) applies ``connect_timeout`` to each read of the handshake (patator:
+10 s; the mariadb client: none), PyMySQL only to the TCP connect. A byte every
+delay (5 s) resets them; the greeting's head goes within a second.
 
 Records ``auth_user``, ``database``, ``auth_pass`` (the cleartext password,
 with ``record_credentials``), ``client`` (the program or library name) and
@@ -33,7 +33,7 @@ from ._drip import F_CLOSE, INPUT_MAX, PHASE, Conn, DripBait, keep
 PROTOCOL = "mysql"
 DEFAULTS = {"delay": 5.0}
 DEFAULT_LISTEN = ("*:3306",)
-GREET_FIRST = 1.0  # seconds before the greeting's head: within libmariadb's connect_timeout
+GREET_FIRST = 1.0  # seconds before the greeting's head, as a busy server would take
 ATTRS_NOTED = 200  # longest client_attrs note, before sanitising
 DOCKER_HOST = "172.17.0.1"  # as an exposed MySQL in Docker sees every client
 
