@@ -12,36 +12,17 @@ import time
 
 import pytest
 
-from support import end_process, need, need_module, start_tarry
+from db_support import SLOW, close_line, patator, start_two_speeds
+from support import end_process, need, need_module
 
 pytestmark = pytest.mark.realclient
-
-FAST, SLOW = 0.002, 0.2
-
-CONFIG = f"""
-[[tarpit]]
-protocol = "mysql"
-listen = ["127.0.0.1:0"]
-delay = {FAST}
-max_clients_per_ip = 0
-
-[[tarpit]]
-protocol = "mysql"
-listen = ["127.0.0.1:0"]
-delay = {SLOW}
-"""
 
 
 @pytest.fixture(scope="module")
 def tarry(tmp_path_factory):
-    t = start_tarry(CONFIG, env={"XDG_STATE_HOME": str(tmp_path_factory.mktemp("state"))})
-    t.port("mysql")
+    t = start_two_speeds("mysql", tmp_path_factory.mktemp("state"))
     yield t
     t.stop()
-
-
-def close_line(tarry, pattern: str, timeout: float = 20.0) -> str:
-    return tarry.wait_for(rf" CLOSE proto=mysql .*{pattern}", timeout).string
 
 
 def mariadb(port: int, *args: str) -> list[str]:
@@ -53,7 +34,7 @@ def test_mariadb_client_denied_and_recorded(tarry):
     got = subprocess.run([*argv, "-e", "select 1"], capture_output=True, text=True, timeout=60)
     assert got.returncode == 1
     assert "ERROR 1045 (28000): Access denied for user 'dbadmin'@" in got.stderr, got.stderr
-    line = close_line(tarry, r"auth_pass=maria-secret")
+    line = close_line(tarry, "mysql", r"auth_pass=maria-secret")
     assert " auth_user=dbadmin" in line and " database=shop" in line
     assert re.search(r" client=mysql/\d", line) and "_client_name\\x3dlibmariadb" in line
     assert " reason=bait" in line  # denied at the end of the drip: the client never gave up
@@ -70,7 +51,7 @@ def test_mariadb_held_past_connect_timeout(tarry):
         assert proc.poll() is None, proc.communicate()
     finally:
         end_process(proc)
-    line = close_line(tarry, r"reason=(closed|reset)")
+    line = close_line(tarry, "mysql", r"reason=(closed|reset)")
     assert int(re.search(r" bytes=(\d+)", line).group(1)) >= 15  # the greeting was dripping
 
 
@@ -81,7 +62,7 @@ def test_pymysql_denied_and_recorded(tarry):
             host="127.0.0.1", port=tarry.port("mysql", 0), user="pyuser", password="py-secret"
         )
     assert e.value.args[0] == 1045
-    line = close_line(tarry, r"auth_pass=py-secret")
+    line = close_line(tarry, "mysql", r"auth_pass=py-secret")
     assert " auth_user=pyuser" in line and "_client_name\\x3dpymysql" in line
 
 
@@ -105,14 +86,7 @@ def test_pymysql_held_past_connect_timeout(tarry):
 
 
 def test_patator_mysql_login_100_credentials(tarry, tmp_path):
-    need("patator")
-    passwords = tmp_path / "passwords.txt"
-    passwords.write_text("".join(f"pw{i:03d}\n" for i in range(100)))
-    argv = [
-        need("patator"), "mysql_login", "host=127.0.0.1", f"port={tarry.port('mysql', 0)}",
-        "user=root", "password=FILE0", f"0={passwords}", "-t", "10", "--max-retries", "0",
-    ]  # fmt: skip
-    got = subprocess.run(argv, capture_output=True, text=True, timeout=240)
-    assert got.stdout.count("Access denied") + got.stderr.count("Access denied") >= 100, got
+    out = patator("mysql_login", tarry.port("mysql", 0), "root", tmp_path)
+    assert out.count("Access denied") >= 100, out[-2000:]
     for i in (0, 57, 99):
-        close_line(tarry, rf"auth_pass=pw{i:03d}( |$)")
+        close_line(tarry, "mysql", rf"auth_pass=pw{i:03d}( |$)")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from baitsim import Sim
+from baitsim import Sim, fuzz
 from tarry.bait import TarpitSpec
 from tarry.baits import _drip, postgresql, registry
 from tarry.config import ConfigError, check_value
@@ -137,12 +137,4 @@ def test_startup_in_pieces_and_hostile_names():
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=300), max_size=10))
 def test_fuzz(chunks):
-    bait = PG.make(spec())
-    sim = Sim(bait)
-    for chunk in chunks:
-        if sim.closed:
-            break
-        sim.feed(chunk)
-        assert sim.obj is None or len(sim.obj.buf) <= _drip.INPUT_MAX
-        sim.tick()
-    assert bait.errors == 0
+    fuzz(PG.make(spec()), chunks, _drip.INPUT_MAX)

@@ -12,36 +12,17 @@ import time
 
 import pytest
 
-from support import end_process, need, need_module, start_tarry
+from db_support import SLOW, close_line, patator, start_two_speeds
+from support import end_process, need, need_module
 
 pytestmark = pytest.mark.realclient
-
-FAST, SLOW = 0.002, 0.2
-
-CONFIG = f"""
-[[tarpit]]
-protocol = "postgresql"
-listen = ["127.0.0.1:0"]
-delay = {FAST}
-max_clients_per_ip = 0
-
-[[tarpit]]
-protocol = "postgresql"
-listen = ["127.0.0.1:0"]
-delay = {SLOW}
-"""
 
 
 @pytest.fixture(scope="module")
 def tarry(tmp_path_factory):
-    t = start_tarry(CONFIG, env={"XDG_STATE_HOME": str(tmp_path_factory.mktemp("state"))})
-    t.port("postgresql")
+    t = start_two_speeds("postgresql", tmp_path_factory.mktemp("state"))
     yield t
     t.stop()
-
-
-def close_line(tarry, pattern: str, timeout: float = 20.0) -> str:
-    return tarry.wait_for(rf" CLOSE proto=postgresql .*{pattern}", timeout).string
 
 
 def psql_env(password: str, **extra: str) -> dict[str, str]:
@@ -60,7 +41,7 @@ def test_psql_denied_and_recorded(tarry):
     )
     assert got.returncode == 2
     assert 'password authentication failed for user "pgadmin"' in got.stderr, got.stderr
-    line = close_line(tarry, r"auth_pass=pg-secret")
+    line = close_line(tarry, "postgresql", r"auth_pass=pg-secret")
     assert " auth_user=pgadmin" in line and " database=billing" in line
     assert " application_name=psql" in line and " reason=bait" in line
 
@@ -92,7 +73,7 @@ def test_psycopg_denied_and_recorded(tarry):
             dbname="app",
             application_name="worker-7",
         )
-    line = close_line(tarry, r"auth_pass=py-secret")
+    line = close_line(tarry, "postgresql", r"auth_pass=py-secret")
     assert " application_name=worker-7" in line and " database=app" in line
 
 
@@ -106,20 +87,12 @@ def test_psycopg_held_to_its_connect_timeout(tarry):
             connect_timeout=2,
         )  # fmt: skip
     assert time.monotonic() - start >= 1.9
-    line = close_line(tarry, r"auth_user=timed ")
+    line = close_line(tarry, "postgresql", r"auth_user=timed ")
     assert float(re.search(r" time=(\d+\.\d+)", line).group(1)) >= 1.8
 
 
 def test_patator_pgsql_login_100_credentials(tarry, tmp_path):
-    need("patator")
-    passwords = tmp_path / "passwords.txt"
-    passwords.write_text("".join(f"pw{i:03d}\n" for i in range(100)))
-    argv = [
-        need("patator"), "pgsql_login", "host=127.0.0.1", f"port={tarry.port('postgresql', 0)}",
-        "user=postgres", "password=FILE0", f"0={passwords}", "-t", "10", "--max-retries", "0",
-    ]  # fmt: skip
-    got = subprocess.run(argv, capture_output=True, text=True, timeout=240)
-    out = got.stdout + got.stderr
+    out = patator("pgsql_login", tarry.port("postgresql", 0), "postgres", tmp_path)
     assert out.count("password authentication failed") >= 100, out[-2000:]
     for i in (0, 57, 99):
-        close_line(tarry, rf"auth_pass=pw{i:03d}( |$)")
+        close_line(tarry, "postgresql", rf"auth_pass=pw{i:03d}( |$)")

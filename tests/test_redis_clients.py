@@ -13,35 +13,16 @@ import time
 
 import pytest
 
-from support import end_process, need, need_module, start_tarry, wait_until
+from db_support import SLOW, close_line, start_two_speeds
+from support import end_process, need, need_module, wait_until
 from tarry.report import report_main
 
 pytestmark = pytest.mark.realclient
 
-FAST, SLOW = 0.002, 0.2
-
-CONFIG = f"""
-[history]
-flush_interval = 0.1
-
-[[tarpit]]
-protocol = "redis"
-listen = ["127.0.0.1:0"]
-delay = {FAST}
-
-[[tarpit]]
-protocol = "redis"
-listen = ["127.0.0.1:0"]
-delay = {SLOW}
-"""
-
 
 @pytest.fixture(scope="module")
 def tarry(tmp_path_factory):
-    state = tmp_path_factory.mktemp("state")
-    t = start_tarry(CONFIG, env={"XDG_STATE_HOME": str(state)})
-    t.port("redis")
-    t.history = state / "tarry" / "history.sqlite3"  # type: ignore[attr-defined]
+    t = start_two_speeds("redis", tmp_path_factory.mktemp("state"))
     yield t
     t.stop()
 
@@ -50,10 +31,6 @@ def report(db) -> dict:
     out, err = io.StringIO(), io.StringIO()
     assert report_main(["--db", str(db), "--format", "json"], out=out, err=err) == 0, err
     return json.loads(out.getvalue())
-
-
-def close_line(tarry, pattern: str, timeout: float = 20.0) -> str:
-    return tarry.wait_for(rf" CLOSE proto=redis .*{pattern}", timeout).string
 
 
 def cli(port: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -65,10 +42,10 @@ def test_redis_cli_config_get_and_auth(tarry):
     port = tarry.port("redis", 0)
     got = cli(port, "CONFIG", "GET", "dbfilename")
     assert got.stdout.split() == ["dbfilename", "dump.rdb"], got
-    close_line(tarry, r"command=CONFIG\\x20GET")
+    close_line(tarry, "redis", r"command=CONFIG\\x20GET")
     got = cli(port, "--user", "admin", "--pass", "cli-secret", "--no-auth-warning", "PING")
     assert "WRONGPASS" in got.stdout + got.stderr, got
-    line = close_line(tarry, r"auth_pass=cli-secret")
+    line = close_line(tarry, "redis", r"auth_pass=cli-secret")
     assert " auth_user=admin" in line
 
 
@@ -85,7 +62,7 @@ def test_redis_cli_held_by_info(tarry):
         assert proc.poll() is None, proc.communicate()
     finally:
         end_process(proc)
-    line = close_line(tarry, r"command=INFO")
+    line = close_line(tarry, "redis", r"command=INFO")
     assert " reason=closed" in line
     assert int(re.search(r" bytes=(\d+)", line).group(1)) >= 10  # it was progressing
 
@@ -96,7 +73,7 @@ def test_redis_py_info_and_setinfo(tarry):
     info = r.info()
     assert info["redis_version"] == "7.2.4" and info["role"] == "master"
     r.close()
-    line = close_line(tarry, r"client=redis-py")
+    line = close_line(tarry, "redis", r"client=redis-py")
     assert " command=INFO" in line
 
 
@@ -105,7 +82,7 @@ def test_redis_py_auth_recorded(tarry):
     r = redis.Redis(host="127.0.0.1", port=tarry.port("redis", 0), password="py-secret")
     with pytest.raises(redis.exceptions.AuthenticationError):
         r.ping()
-    close_line(tarry, r"auth_user=default auth_pass=py-secret")
+    close_line(tarry, "redis", r"auth_user=default auth_pass=py-secret")
 
 
 def test_redis_py_socket_timeout_never_fires(tarry):

@@ -129,8 +129,9 @@ class DripBait(BaitBase):
             if state & F_CLOSE:
                 return Step(state, b"", None, obj)  # closing: input is ignored
             if (state >> RID_SHIFT) & RID_MASK:  # a reply drips: keep the input for later
-                if not keep(c, data):
-                    return self.overflow(state)
+                if len(c.buf) + len(data) <= INPUT_MAX:
+                    c.buf += data
+                # else the flood is dropped: the reply in flight must not be cut short
                 return Step(state, b"", None, kept(c))
             return self.take(state, c, data, age)
         except Exception:
