@@ -138,3 +138,12 @@ def test_startup_in_pieces_and_hostile_names():
 @given(st.lists(st.binary(max_size=300), max_size=10))
 def test_fuzz(chunks):
     fuzz(PG.make(spec()), chunks, _drip.INPUT_MAX)
+
+
+@pytest.mark.parametrize("auth", PG.AUTHS)
+def test_password_sent_inside_a_10s_connect_timeout(auth):
+    """patator's libpq connect_timeout is 10 s in all: N and the request go
+    within a second each, so its password is recorded before it leaves."""
+    sim, request = started(PG.make(spec(auth=auth)), user=b"postgres")
+    assert request[:1] == b"R" and sim.now <= 2 * PG.QUICK
+    assert PG.DEFAULTS["delay"] > 2 * PG.QUICK  # what the quick steps save

@@ -114,8 +114,13 @@ class DripBait(BaitBase):
         if isinstance(reply, bytes):
             c.reply = reply[:POS_MAX]
             reply = OWN
+        first = self.first_wait(c.reply if reply == OWN else self.replies[reply])
         state = (state & ~REPLY_BITS) | (reply << RID_SHIFT)
-        return Step(state, b"", self.wait(), kept(c), notes=notes)
+        return Step(state, b"", first, kept(c), notes=notes)
+
+    def first_wait(self, reply: bytes) -> float:
+        """Seconds before ``reply``'s head: one delay, unless the bait knows better."""
+        return self.wait()
 
     def tick(self, state: int, obj: Any, age: float) -> Step:
         try:

@@ -174,8 +174,11 @@ class MysqlBait(DripBait):
         self.bad = self.static(error(2, 1043, b"08S01", b"Bad handshake"))
 
     def open(self, peer: str) -> Step:
-        state = self.say(P_GREET, Conn(), self.greeting).state
-        return Step(state, b"", min(self.wait(), GREET_FIRST))
+        return self.say(P_GREET, Conn(), self.greeting)
+
+    def first_wait(self, reply: bytes) -> float:
+        wait = self.wait()
+        return min(wait, GREET_FIRST) if reply is self.replies[self.greeting] else wait
 
     def head(self, reply: bytes) -> int:
         """A packet's header and first byte go whole; the greeting's version too."""

@@ -4,15 +4,16 @@ A client opens with an SSLRequest or GSSENCRequest (answered ``N``: no
 encryption, which libpq's default ``sslmode=prefer`` accepts) and its
 StartupMessage (user, database, application_name). The server then asks for
 a password (``auth``: in clear by default, so the password is recorded; or an
-MD5 salt, or a SCRAM-SHA-256 exchange carried through its first round), and
-the answer to it, "password authentication failed", drips a byte a tick after
-its head (type, length, severity and SQLSTATE): at the default delay, longer
-than ten minutes. No login is ever decided in the client's favour.
+MD5 salt, or a SCRAM-SHA-256 exchange carried through its first round); these
+go whole, within a second, so that every client gets to send its password.
+The answer, "password authentication failed", drips a byte a tick after its
+head (type, length, severity and SQLSTATE): at the default delay, longer than
+ten minutes. No login is ever decided in the client's favour.
 
 Client limits (docs/databases.md): libpq's ``connect_timeout`` (psql: none by
 default; patator: 10 s; psycopg 3: 130 s) bounds the whole startup, so a
-client with one is held to it whatever the pacing; none reads with a shorter
-per-read timeout.
+client with one is held to it whatever the pacing (its password recorded
+first); none reads with a per-read timeout.
 
 Records ``auth_user``, ``database``, ``application_name`` (and as ``client``),
 ``auth_pass`` (cleartext, with ``record_credentials``) or ``auth_hash`` (the
@@ -36,6 +37,7 @@ DEFAULTS = {"delay": 10.0}
 DEFAULT_LISTEN = ("*:5432",)
 AUTHS = ("password", "md5", "scram-sha-256")
 NAME_MAX = 63  # PostgreSQL's NAMEDATALEN - 1
+QUICK = 1.0  # seconds before N or an authentication request, at most
 
 P_START = 0  # waiting for an SSLRequest, GSSENCRequest or StartupMessage
 P_PASS = 1  # the authentication request is out: waiting for the answer
@@ -116,10 +118,18 @@ class PostgresqlBait(DripBait):
         return Step(P_START)  # the client speaks first
 
     def head(self, reply: bytes) -> int:
-        """A message's type and length go whole; an error's severity and SQLSTATE too."""
+        """An error's type, length, severity and SQLSTATE go whole, and drip after;
+        every other message (``N``, an authentication request) goes whole."""
         if reply[:1] == b"E":
             return reply.index(b"\x00C") + 8
-        return min(len(reply), 9)
+        return len(reply)
+
+    def first_wait(self, reply: bytes) -> float:
+        """The steps before the password go within QUICK: a libpq client with a
+        connect_timeout (patator's 10 s) then sends its password, which is
+        recorded, before the refusal drips past its deadline."""
+        wait = self.wait()
+        return wait if reply[:1] == b"E" else min(wait, QUICK)
 
     def take(self, state: int, c: Conn, data: bytes, age: float) -> Step:
         if not keep(c, data):
