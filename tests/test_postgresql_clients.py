@@ -13,7 +13,7 @@ import time
 import pytest
 
 from db_support import SLOW, close_line, patator, start_two_speeds
-from support import end_process, need, need_module
+from support import end_process, need, need_module, start_tarry
 
 pytestmark = pytest.mark.realclient
 
@@ -94,3 +94,24 @@ def test_patator_pgsql_login_100_credentials(tarry, tmp_path):
     assert out.count("password authentication failed") >= 100, out[-2000:]
     for i in (0, 57, 99):
         close_line(tarry, "postgresql", rf"auth_pass=pw{i:03d}( |$)")
+
+
+def test_patator_password_recorded_at_the_default_delay(tmp_path):
+    """At the default 10 s delay, patator's 10 s libpq deadline ends each try,
+    but only after the password was sent and recorded."""
+    t = start_tarry('[[tarpit]]\nprotocol = "postgresql"\nlisten = ["127.0.0.1:0"]\n')
+    try:
+        argv = [
+            need("patator"), "pgsql_login", "host=127.0.0.1", f"port={t.port('postgresql')}",
+            "user=postgres", "password=FILE0", "0=" + str(tmp_path / "pw.txt"),
+            "-t", "3", "--max-retries", "0",
+        ]  # fmt: skip
+        (tmp_path / "pw.txt").write_text("alpha\nbravo\ncharlie\n")
+        start = time.monotonic()
+        subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert time.monotonic() - start >= 8.9  # held to its deadline (whole seconds: 9-10 s)
+        for pw in ("alpha", "bravo", "charlie"):
+            line = close_line(t, "postgresql", rf"auth_pass={pw}( |$)", timeout=5)
+            assert float(re.search(r" time=(\d+\.\d+)", line).group(1)) >= 8.9, line
+    finally:
+        t.stop()
