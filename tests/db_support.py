@@ -4,9 +4,12 @@ one slow listener of a protocol, and its CLOSE lines."""
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from support import Tarry, need, start_tarry
+from support import Tarry, end_process, need, start_tarry
 
 FAST, SLOW = 0.002, 0.2  # seconds a byte: dialogues that finish; clients that are held
 
@@ -42,3 +45,35 @@ def patator(module: str, port: int, user: str, where: Path) -> str:
     ]  # fmt: skip
     got = subprocess.run(argv, capture_output=True, text=True, timeout=240, check=False)
     return got.stdout + got.stderr
+
+
+HELD = 20 * SLOW  # how long a held client is watched: many of its own timeouts
+
+
+def held_program(argv: list[str], env: dict[str, str] | None = None) -> None:
+    """``argv`` must still be waiting after HELD seconds; then it is ended."""
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    try:
+        time.sleep(HELD)
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        end_process(proc)
+
+
+def held_call(call: Callable[[], object]) -> None:
+    """``call`` (a client library's connect or command) must still be waiting
+    after HELD seconds, nothing raised; its thread ends when tarry stops."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    time.sleep(HELD)
+    assert thread.is_alive() and not failed, failed

@@ -8,13 +8,11 @@ import io
 import json
 import re
 import subprocess
-import threading
-import time
 
 import pytest
 
-from db_support import SLOW, close_line, start_two_speeds
-from support import end_process, need, need_module, wait_until
+from db_support import SLOW, close_line, held_call, held_program, start_two_speeds
+from support import need, need_module, wait_until
 from tarry.report import report_main
 
 pytestmark = pytest.mark.realclient
@@ -52,16 +50,7 @@ def test_redis_cli_config_get_and_auth(tarry):
 def test_redis_cli_held_by_info(tarry):
     """INFO drips a byte a delay; redis-cli (no read timeout) waits for it all."""
     port = tarry.port("redis", 1)
-    proc = subprocess.Popen(
-        [need("redis-cli"), "-h", "127.0.0.1", "-p", str(port), "INFO"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        time.sleep(20 * SLOW)
-        assert proc.poll() is None, proc.communicate()
-    finally:
-        end_process(proc)
+    held_program([need("redis-cli"), "-h", "127.0.0.1", "-p", str(port), "INFO"])
     line = close_line(tarry, "redis", r"command=INFO")
     assert " reason=closed" in line
     assert int(re.search(r" bytes=(\d+)", line).group(1)) >= 10  # it was progressing
@@ -89,18 +78,7 @@ def test_redis_py_socket_timeout_never_fires(tarry):
     """redis-py times each read (5 s by default); a byte every delay keeps it reading."""
     redis = need_module("redis")
     r = redis.Redis(host="127.0.0.1", port=tarry.port("redis", 1), socket_timeout=4 * SLOW)
-    failed: list[BaseException] = []
-
-    def ask() -> None:
-        try:
-            r.info()
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=ask, daemon=True)
-    thread.start()
-    time.sleep(20 * SLOW)  # five times its read timeout
-    assert thread.is_alive() and not failed, failed  # it ends when tarry stops
+    held_call(r.info)  # for many times its read timeout
 
 
 def test_report_shows_commands_and_credentials(tarry):
