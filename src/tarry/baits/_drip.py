@@ -6,9 +6,10 @@ almost every held client is in one of two places: waiting for a reply that
 drips, or (a scanner) saying nothing. Both must cost no object, because the
 target is at most twice an SSH banner client's memory (about 60 B). So the
 reply in flight is named by the state word: a static reply by its index in the
-bait's table and the bytes already sent. Only two rare cases cost a ``Conn``:
-a reply made for this client (it names the user), and input that arrived in
-pieces or while a reply was dripping.
+bait's table and the bytes already sent. Only the rarer cases cost a ``Conn``:
+a reply made for this client, or the user name a later denial will quote
+(clients that came to log in), and input that arrived in pieces or while a
+reply was dripping.
 
 State word (32 bits)::
 
@@ -20,7 +21,9 @@ State word (32 bits)::
 
 A reply's first segment is its head, sent whole: the part a client or scanner
 judges it by (a RESP type and error code, a MySQL packet header and version,
-a PostgreSQL message type and length). What follows drips ``step`` bytes a tick.
+a PostgreSQL error's SQLSTATE). What follows drips ``step`` bytes a tick. The
+head goes one delay after the reply starts, unless the bait's ``first_wait``
+says sooner (a greeting, or a step a total deadline must not swallow).
 """
 
 from __future__ import annotations
