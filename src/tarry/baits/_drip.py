@@ -175,10 +175,6 @@ class DripBait(BaitBase):
         """Input while no reply drips."""
         raise NotImplementedError
 
-    def overflow(self, state: int) -> Step:
-        """More input than INPUT_MAX, not understood: the server's answer is to hang up."""
-        return Step(state & ~REPLY_BITS, b"", None, None, close=True)
-
     def broken(self, state: int) -> Step:
         """The safety net: a bug here must not reach the engine."""
         self.errors += 1

@@ -291,6 +291,7 @@ class RedisBait(DripBait):
         return space if space > 0 else line
 
     def overflow(self, state: int) -> Step:
+        """More input than INPUT_MAX and no command in it: Redis's error, then close."""
         c = Conn()
         return self.say(state | F_CLOSE, c, self.r[R_TOO_BIG])
 
