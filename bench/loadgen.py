@@ -32,14 +32,20 @@ import select
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 
 IDENT = b"SSH-2.0-tarrybench_1.0\r\n"
+STARTUP = b"user\x00bench\x00database\x00bench\x00application_name\x00tarrybench\x00\x00"
 PAYLOADS = {
     "ssh": IDENT,
     "http": b"GET / HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: tarrybench/1.0\r\nAccept: */*\r\n\r\n",
+    # database baits: a command; nothing (the server speaks first); a StartupMessage
+    "redis": b"*1\r\n$4\r\nINFO\r\n",
+    "mysql": b"",
+    "postgresql": struct.pack("!II", 8 + len(STARTUP), 196608) + STARTUP,
     "none": b"",
 }
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)

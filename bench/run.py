@@ -692,7 +692,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--proto",
-        choices=["ssh", "http"],
+        choices=["ssh", "http", "redis", "mysql", "postgresql"],
         default="ssh",
         help="tarry's tarpit, and what each client sends on connect (the reference ignores it)",
     )

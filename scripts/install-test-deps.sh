@@ -11,6 +11,7 @@ declare -A NEED=(
   [curl]=curl [wget]=wget [openssl]=openssl [ss]=iproute2 [setpriv]=util-linux
   [fail2ban-regex]=fail2ban [rsyslogd]=rsyslog [tmux]=tmux [endlessh]=endlessh
   [nft]=nftables [nc]=netcat-openbsd [unshare]=util-linux [ip]=iproute2
+  [redis-cli]=redis-tools [mariadb]=mariadb-client [psql]=postgresql-client [patator]=patator
 )
 missing=()
 for prog in "${!NEED[@]}"; do
@@ -18,6 +19,10 @@ for prog in "${!NEED[@]}"; do
 done
 # The PostgreSQL server (the fleet tests start their own) is not on PATH on Debian.
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
+# patator's mysql_login and pgsql_login import these in Debian's python3
+for mod in MySQLdb:python3-mysqldb psycopg2:python3-psycopg2; do
+  /usr/bin/python3 -c "import ${mod%%:*}" 2>/dev/null || missing+=("${mod#*:}")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_=""
   [ "$(id -u)" -eq 0 ] || sudo_="sudo"

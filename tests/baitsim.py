@@ -7,6 +7,7 @@ import ssl
 from typing import Any
 
 from tarry.bait import Bait, Step
+from tarry.baits._drip import Conn
 
 
 class Sim:
@@ -63,6 +64,16 @@ class Sim:
             if not self.tick():
                 break
         return self.take()
+
+    def segments(self, limit: int = 100000) -> list[bytes]:
+        """Tick until nothing is pending: what each tick sent, in order."""
+        out: list[bytes] = []
+        for _ in range(limit):
+            if not self.tick():
+                break
+            if self.out:
+                out.append(self.take())
+        return out
 
     def take(self) -> bytes:
         data = bytes(self.out)
@@ -124,3 +135,20 @@ class TlsClient:
         data = bytes(self.plain)
         self.plain.clear()
         return data
+
+
+def fuzz(bait: Any, chunks: list[bytes], bound: int) -> Sim:
+    """Feed ``chunks`` to one client, a tick after each: the kept input stays
+    within ``bound`` and the bait's safety net never fires (``errors``)."""
+    sim = Sim(bait)
+    for chunk in chunks:
+        if sim.closed:
+            break
+        sim.feed(chunk)
+        if isinstance(sim.obj, Conn):
+            assert len(sim.obj.buf) <= bound
+        sim.tick()
+    assert bait.errors == 0
+    for value in sim.notes.values():
+        assert value.isprintable() and len(value) <= 256
+    return sim

@@ -421,3 +421,19 @@ def test_check_config_refuses_uvloop_when_it_is_not_installed(tmp_path) -> None:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
         lines.append(one_line_error(result, *needles))
     assert lines[0] == lines[1]
+
+
+def test_default_config_database_tables_work_uncommented():
+    """`tarry default-config` shows the database baits commented; uncommented, they
+    are valid tables with their own defaults."""
+    from tarry.baits import registry
+
+    block = DEFAULT_CONFIG[DEFAULT_CONFIG.index("# Databases") :].split("\n\n")[0]
+    lines = [line.removeprefix("# ") for line in block.splitlines()[1:] if line != "#"]
+    tarpits = parse(DEFAULT_CONFIG + "\n".join(lines) + "\n").tarpits
+    found = {t.protocol: t for t in tarpits if t.protocol in ("redis", "mysql", "postgresql")}
+    assert sorted(found) == ["mysql", "postgresql", "redis"]
+    for proto, t in found.items():
+        assert t.delay == registry()[proto].defaults["delay"]
+        assert t.options["record_credentials"] is True
+    assert not {t.protocol for t in parse(DEFAULT_CONFIG).tarpits} & set(found)  # off by default

@@ -579,10 +579,12 @@ def test_sessions_export_csv_and_json_lines(rich):
 
 
 def test_an_unknown_protocol_is_an_error_naming_the_known_ones(rich):
-    code, out, err = run("--db", rich, "--proto", "ssh,ftp")
+    from tarry.baits import registry
+
+    code, out, err = run("--db", rich, "--proto", "ssh,nosuch")
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert "unknown protocol 'ftp'" in err and "(known: http, smtp, ssh)" in err
+    assert "unknown protocol 'nosuch'" in err and f"(known: {', '.join(sorted(registry()))})" in err
     # a known protocol that held nobody in this history is an empty report, not an error
     code, out, _ = run("--db", rich, "--proto", "ssh", "--since", "2026-11-02", "--format", "json")
     assert code == 0 and json.loads(out)["summary"]["sessions"] == 0

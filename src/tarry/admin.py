@@ -474,6 +474,9 @@ td.said b{font-weight:normal;color:#88909f}
 <div class="card"><h3>Top SMTP senders and recipients <span class="r" data-range></span></h3>
 <table id="top-mail"><thead><tr><th>sender or recipient</th><th class="n">sessions</th></tr>
 </thead><tbody></tbody></table></div>
+<div class="card"><h3>Top commands <span class="r" data-range></span></h3>
+<table id="top-commands"><thead><tr><th>command</th><th class="n">sessions</th></tr></thead>
+<tbody></tbody></table></div>
 <div class="card"><h3>Top credentials tried <span class="r" data-range></span></h3>
 <table id="top-credentials"><thead><tr><th>proto</th><th>user</th><th>password</th>
 <th class="n">sessions</th></tr></thead><tbody></tbody></table></div>
@@ -578,6 +581,8 @@ async function history() {
   rows("top-mail", hist.top_senders.map(r => ["from " + r.sender, r.sessions]).concat(
     hist.top_recipients.map(r => ["to " + r.recipient, r.sessions])),
     (tr, r) => { cell(tr, r[0]); cell(tr, r[1], "n"); });
+  rows("top-commands", hist.top_commands, (tr, r) => { cell(tr, r.command);
+    cell(tr, r.sessions, "n"); });
   rows("top-credentials", hist.top_credentials, (tr, r) => { proto(tr, r.proto);
     cell(tr, r.user); cell(tr, r.password); cell(tr, r.sessions, "n"); });
 }

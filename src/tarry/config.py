@@ -74,6 +74,27 @@ greeting_lines = -1        # endless "220-" lines, a whole line a delay (the end
                            # greeting and every reply just inside it (docs/smtp.md)
 starttls = true            # offer STARTTLS (a self-signed certificate is made on first start)
 # For implicit TLS add a table with listen = ["*:465"] and tls = true.
+
+# Databases (docs/databases.md), each one table away: uncomment to enable.
+# [[tarpit]]
+# protocol = "redis"         # an open Redis 7.2 whose replies drip (INFO: hours)
+# listen = ["*:6379"]
+# delay = 2.0                # seconds per byte; under redis-py's 5 s read timeout
+# requirepass = false        # true: every command but AUTH is answered NOAUTH
+# record_credentials = true  # log the AUTH passwords tried
+#
+# [[tarpit]]
+# protocol = "mysql"         # MySQL 8.0: the greeting drips, every login is denied late
+# listen = ["*:3306"]
+# delay = 5.0                # seconds per byte of each packet, after its header
+# record_credentials = true  # ask for the password in clear (mysql_clear_password), log it
+#
+# [[tarpit]]
+# protocol = "postgresql"    # asks for a password, and refuses it a byte a delay
+# listen = ["*:5432"]
+# delay = 10.0
+# auth = "password"          # "password" (logged in clear), "md5" or "scram-sha-256"
+# record_credentials = true  # log the passwords tried
 """
 
 SECONDS = Bounds(0, MAX_SECONDS, above=True, unit=" seconds")

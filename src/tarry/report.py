@@ -62,6 +62,7 @@ NOTE_TOPS = (
     ("top_paths", "path", "path"),
     ("top_senders", "mail_from", "sender"),
     ("top_recipients", "rcpt_to", "recipient"),
+    ("top_commands", "command", "command"),  # a session's last command (redis, ...)
 )
 SESSION_COLUMNS = (
     "start", "end", "host", "proto", "listener", "ip", "port", "duration", "sent",
@@ -70,6 +71,7 @@ SESSION_COLUMNS = (
 # notes an export's CSV also gives a column of their own, for a spreadsheet's filters
 CSV_NOTES = ("path", "mail_from", "rcpt_to", "auth_user", "auth_pass")
 _SOFTWARE_KEY = {"ssh": "ssh_id", "http": "user_agent", "smtp": "ehlo"}
+_SOFTWARE_KEY.update(dict.fromkeys(("redis", "mysql", "postgresql"), "client"))
 
 
 def _by_family(rows: Sequence[Sequence[Any]], top: int) -> list[dict[str, Any]]:
@@ -664,6 +666,7 @@ def write_table(data: dict[str, Any], out: TextIO) -> None:
         ("top_paths", "Top HTTP paths", "path"),
         ("top_senders", "Top SMTP senders", "sender"),
         ("top_recipients", "Top SMTP recipients", "recipient"),
+        ("top_commands", "Top commands", "command"),
     ):
         section(
             title,

@@ -1,6 +1,7 @@
 """What a trapped client says it is, and a coarse family name for it.
 
-The full string (an SSH identification, a User-Agent, an EHLO name) goes into
+The full string (an SSH identification, a User-Agent, an EHLO name, the name a
+database client gives itself) goes into
 the history store and reports. Metrics and the dashboard need a short family
 name instead ("OpenSSH", "libssh", "curl"), so that hostile clients cannot blow
 up the number of label values.
@@ -12,7 +13,7 @@ import re
 
 from .events import Event
 
-SOFTWARE_KEYS = ("ssh_id", "user_agent", "ehlo")
+SOFTWARE_KEYS = ("ssh_id", "user_agent", "ehlo", "client")
 """Note keys that identify client software, in order of preference."""
 
 FAMILY_MAX = 32  # longest family name kept
@@ -59,6 +60,10 @@ def family(key: str, value: str) -> str:
         else:
             m = _TOKEN.fullmatch(v)
             name = v if m else "other"
+    elif key == "client":
+        # a database driver's own name: "mysql/3.3.8", "redis-py", "psql"
+        m = _TOKEN.match(value.strip())
+        name = m.group(0).split("/")[0] if m else ""
     else:
         name = ""
     return name[:FAMILY_MAX] or "other"
